@@ -1,0 +1,66 @@
+"""Run Keras and onnxruntime on the same images and measure how far apart they are."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from convert.export import INPUT_NAME, scale_images
+
+DEFAULT_TOLERANCE = 1e-4
+BATCH = 16
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    images: int
+    max_abs_diff: float
+    top1_agreement: float  # fraction of images whose top-1 class is the same in both
+    top1_mismatches: int
+    tolerance: float
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff <= self.tolerance and self.top1_mismatches == 0
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"passed": self.passed}
+
+
+def keras_probabilities(model, images: np.ndarray, scaling: str) -> np.ndarray:
+    """Keras's answer for uint8 images, scaled as the ONNX graph scales them."""
+    out = [np.asarray(model(scale_images(b, scaling), training=False)) for b in _batches(images)]
+    return np.concatenate(out).astype(np.float32)
+
+
+def onnx_session(model_bytes: bytes, threads: int = 0) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def onnx_probabilities(session: ort.InferenceSession, images: np.ndarray) -> np.ndarray:
+    out = [session.run(None, {INPUT_NAME: b})[0] for b in _batches(images)]
+    return np.concatenate(out)
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray, tolerance: float) -> ParityReport:
+    agree = reference.argmax(axis=1) == candidate.argmax(axis=1)
+    return ParityReport(
+        images=len(reference),
+        max_abs_diff=float(np.abs(reference - candidate).max()),
+        top1_agreement=float(agree.mean()),
+        top1_mismatches=int((~agree).sum()),
+        tolerance=tolerance,
+    )
+
+
+def top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
+    return float((reference.argmax(axis=1) == candidate.argmax(axis=1)).mean())
+
+
+def _batches(images: np.ndarray):
+    for start in range(0, len(images), BATCH):
+        yield images[start : start + BATCH]

@@ -1,0 +1,40 @@
+import json
+import os
+import re
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from convert import mlflow_server  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tracking_uri(tmp_path_factory):
+    """A real `mlflow server` process on a free loopback port, for the whole session."""
+    root = tmp_path_factory.mktemp("mlflow")
+    port = mlflow_server.free_port()
+    process = mlflow_server.start(root, port)
+    yield f"http://127.0.0.1:{port}"
+    mlflow_server.stop(process)
+
+
+@pytest.fixture
+def model_name(request):
+    """A registered-model name of the test's own, so tests sharing the server never see each other's versions."""
+    return re.sub(r"[^a-zA-Z0-9]+", "-", request.node.name).strip("-")
+
+
+@pytest.fixture
+def convert_cli(capsys, tracking_uri):
+    """Run fish-convert in this process (TensorFlow is imported once) with --json; returns (exit code, doc)."""
+    from convert.cli import main
+
+    def run(*args: str):
+        capsys.readouterr()
+        code = main(["--tracking-uri", tracking_uri, "--json", *args])
+        captured = capsys.readouterr()
+        doc = json.loads(captured.out) if captured.out.strip() else None
+        return code, doc, captured.err
+
+    return run

@@ -1,0 +1,75 @@
+"""Toy Keras models registered the way the data team's DAG does it: mlflow.keras.log_model + class_indices.json."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+
+
+def small_cnn(size: int = 32, classes: int = 4, rescaling: float | None = None, seed: int = 0):
+    """A few-layer CNN with BatchNorm and softmax: converts in seconds, exercises the same ops as MobileNetV2."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    layers = [keras.Input((size, size, 3))]
+    if rescaling is not None:
+        layers.append(keras.layers.Rescaling(rescaling))
+    layers += [
+        keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
+        keras.layers.BatchNormalization(),
+        keras.layers.DepthwiseConv2D(3, activation="relu6"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(classes, activation="softmax"),
+    ]
+    model = keras.Sequential(layers)
+    # Non-trivial BatchNorm statistics so the exported graph has real work to agree on.
+    bn = next(layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))
+    rng = np.random.default_rng(seed)
+    gamma, beta, mean, var = bn.get_weights()
+    bn.set_weights([gamma * 1.5, beta + 0.1, rng.normal(0, 0.1, mean.shape), var + rng.uniform(0, 1, var.shape)])
+    return model
+
+
+def register_keras(
+    tracking_uri: str,
+    name: str,
+    model,
+    class_names: list[str] | None,
+    samples: np.ndarray | None = None,
+) -> str:
+    """Log and register a Keras model as the training DAG does; returns the new version number."""
+    from PIL import Image
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(f"train-{name}")
+    with mlflow.start_run(), tempfile.TemporaryDirectory() as tmp:
+        info = mlflow.keras.log_model(model, name="model", registered_model_name=name)
+        if class_names is not None:
+            mlflow.log_dict({c: i for i, c in enumerate(class_names)}, "class_indices.json")
+        if samples is not None:
+            for i, image in enumerate(samples):
+                Image.fromarray(image).save(Path(tmp) / f"{i:03d}.png")
+            mlflow.log_artifacts(tmp, "samples")
+    return str(info.registered_model_version)
+
+
+def class_indices_file(folder: Path, class_names: list[str]) -> Path:
+    path = folder / "classes.json"
+    path.write_text(json.dumps({c: i for i, c in enumerate(class_names)}))
+    return path
+
+
+def near_tie_cnn(classes: int = 16, seed: int = 3):
+    """Class scores that differ by 1e-4 of their size: fp32 keeps those differences, int8's rounding of each
+    weight (about 1/254 of its range) erases them, so int8 picks other classes. A real int8 failure mode."""
+    model = small_cnn(classes=classes, seed=seed)
+    dense = model.layers[-1]
+    kernel, bias = dense.get_weights()
+    rng = np.random.default_rng(seed)
+    kernel = kernel[:, :1] + 1e-4 * rng.normal(size=kernel.shape)
+    dense.set_weights([kernel.astype(np.float32), np.zeros_like(bias)])
+    return model

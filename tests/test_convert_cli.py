@@ -1,0 +1,224 @@
+"""Integration tests of fish-convert against a real MLflow server, real TensorFlow and real onnxruntime."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import mlflow
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from mlflow import MlflowClient
+
+from tests.models import class_indices_file, near_tie_cnn, register_keras, small_cnn
+
+CLASSES = ["bream", "mullet", "sprat", "trout"]
+
+
+def rng_images(n: int, size: int = 32, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def versions(uri: str, name: str) -> dict[str, dict]:
+    client = MlflowClient(uri)
+    return {v.version: v.tags for v in client.search_model_versions(f"name='{name}'")}
+
+
+def registered_onnx(uri: str, name: str, version: str, tmp_path) -> list:
+    mlflow.set_tracking_uri(uri)
+    local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(tmp_path))
+    return sorted(p for p in __import__("pathlib").Path(local).rglob("*") if p.is_file())
+
+
+def test_converts_and_the_registered_file_describes_itself(tracking_uri, model_name, convert_cli, tmp_path):
+    keras_model = small_cnn(size=32, classes=4)
+    source = register_keras(tracking_uri, model_name, keras_model, CLASSES, samples=rng_images(12))
+
+    code, doc, _ = convert_cli("--model", model_name)
+
+    assert code == 0, doc
+    (result,) = doc["results"]
+    assert result["status"] == "registered" and result["alias"] == "onnx"
+    assert result["figures"]["parity_max_abs_diff"] <= 1e-4
+    client = MlflowClient(tracking_uri)
+    onnx_version = client.get_model_version_by_alias(model_name, "onnx")
+    assert onnx_version.version == result["version"] != source
+    tags = onnx_version.tags
+    assert tags["format"] == "onnx" and tags["precision"] == "fp32"
+    assert tags["source_model"] == model_name and tags["source_version"] == source
+    assert tags["converter"].startswith("tf2onnx ") and tags["opset"] == "17"
+    assert float(tags["parity_max_abs_diff"]) <= 1e-4 and tags["parity_top1_agreement"] == "1"
+    assert client.get_model_version(model_name, source).tags["onnx_model_version"] == onnx_version.version
+
+    # The registered artifact is one self-contained .onnx file (no external data) ...
+    files = registered_onnx(tracking_uri, model_name, onnx_version.version, tmp_path)
+    onnx_files = [p for p in files if p.suffix == ".onnx"]
+    assert len(onnx_files) == 1 and not any(p.name.endswith(".data") for p in files)
+    # ... that tells its classes and input size by itself and reproduces Keras on images it never saw.
+    model = onnx.load(onnx_files[0])
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(meta["class_names"]) == CLASSES
+    assert meta["source_version"] == source and meta["input_scaling"] == "unit"
+    session = ort.InferenceSession(str(onnx_files[0]))
+    (inp,) = session.get_inputs()
+    assert inp.name == "image" and inp.type == "tensor(uint8)" and inp.shape[1:] == [32, 32, 3]
+    assert session.get_outputs()[0].name == "probabilities"
+    fresh = rng_images(20, seed=99)
+    got = session.run(None, {"image": fresh})[0]
+    want = np.asarray(keras_model(fresh.astype(np.float32) / 255.0))
+    assert np.abs(got - want).max() <= 1e-4
+    assert (got.argmax(1) == want.argmax(1)).all()
+
+
+def test_second_run_changes_nothing_and_force_makes_a_new_version(tracking_uri, model_name, convert_cli):
+    source = register_keras(tracking_uri, model_name, small_cnn(), CLASSES, samples=rng_images(6))
+    code, first, _ = convert_cli("--model", model_name)
+    assert code == 0
+    before = versions(tracking_uri, model_name)
+
+    code, again, err = convert_cli("--model", model_name)
+
+    assert code == 0
+    assert again["results"][0]["status"] == "exists"
+    assert again["results"][0]["version"] == first["results"][0]["version"]
+    assert versions(tracking_uri, model_name) == before
+    assert "Exporting" not in err  # nothing was redone
+
+    code, forced, _ = convert_cli("--model", model_name, "--force")
+
+    assert code == 0 and forced["results"][0]["status"] == "registered"
+    new = forced["results"][0]["version"]
+    assert new not in before
+    client = MlflowClient(tracking_uri)
+    assert client.get_model_version_by_alias(model_name, "onnx").version == new
+    assert client.get_model_version(model_name, source).tags["onnx_model_version"] == new
+
+
+def test_alias_follows_the_newest_conversion(tracking_uri, model_name, convert_cli):
+    client = MlflowClient(tracking_uri)
+    first_keras = register_keras(tracking_uri, model_name, small_cnn(seed=1), CLASSES)
+    code, first, _ = convert_cli("--model", model_name)
+    assert code == 0
+    second_keras = register_keras(tracking_uri, model_name, small_cnn(seed=2), CLASSES)
+
+    code, second, _ = convert_cli("--model", model_name)  # default: the newest Keras version
+
+    assert code == 0
+    assert second["source"]["version"] == second_keras != first_keras
+    assert client.get_model_version_by_alias(model_name, "onnx").version == second["results"][0]["version"]
+
+    # Converting by source alias, under a custom target alias, leaves "onnx" where it was.
+    client.set_registered_model_alias(model_name, "champion", first_keras)
+    code, by_alias, _ = convert_cli("--model", model_name, "--from-alias", "champion", "--alias", "onnx-old", "--force")
+    assert code == 0 and by_alias["source"]["version"] == first_keras
+    assert client.get_model_version_by_alias(model_name, "onnx-old").version == by_alias["results"][0]["version"]
+    assert client.get_model_version_by_alias(model_name, "onnx").version == second["results"][0]["version"]
+
+
+def test_model_with_its_own_rescaling_layer(tracking_uri, model_name, convert_cli, tmp_path):
+    keras_model = small_cnn(rescaling=1 / 127.5)
+    register_keras(tracking_uri, model_name, keras_model, CLASSES)
+
+    code, doc, _ = convert_cli("--model", model_name, "--input-scaling", "none")
+
+    assert code == 0 and doc["results"][0]["figures"]["parity_max_abs_diff"] <= 1e-4
+    (path,) = [p for p in registered_onnx(tracking_uri, model_name, doc["results"][0]["version"], tmp_path)
+               if p.suffix == ".onnx"]
+    images = rng_images(8, seed=5)
+    got = ort.InferenceSession(str(path)).run(None, {"image": images})[0]
+    want = np.asarray(keras_model(images.astype(np.float32)))  # the model scales raw pixels itself
+    assert np.abs(got - want).max() <= 1e-4
+
+
+def test_missing_class_indices_is_exit_2_unless_given(tracking_uri, model_name, convert_cli, tmp_path):
+    register_keras(tracking_uri, model_name, small_cnn(), class_names=None)
+
+    code, doc, err = convert_cli("--model", model_name)
+
+    assert code == 2 and "class_indices.json" in doc["error"] and "--classes" in doc["error"]
+    assert all(t.get("format") != "onnx" for t in versions(tracking_uri, model_name).values())
+
+    code, doc, _ = convert_cli("--model", model_name, "--classes", str(class_indices_file(tmp_path, CLASSES)))
+    assert code == 0 and doc["results"][0]["status"] == "registered"
+
+
+def test_class_count_must_match_the_model(tracking_uri, model_name, convert_cli):
+    register_keras(tracking_uri, model_name, small_cnn(classes=4), ["only", "three", "names"])
+    code, doc, _ = convert_cli("--model", model_name)
+    assert code == 2 and "3 class names" in doc["error"]
+
+
+@pytest.mark.parametrize("args", [("--version", "99"), ("--from-alias", "nope")])
+def test_unknown_version_or_alias_is_exit_2(tracking_uri, model_name, convert_cli, args):
+    register_keras(tracking_uri, model_name, small_cnn(), CLASSES)
+    code, doc, _ = convert_cli("--model", model_name, *args)
+    assert code == 2 and "not found" in doc["error"]
+
+
+def test_unknown_model_is_exit_2(convert_cli):
+    code, doc, _ = convert_cli("--model", "no-such-model")
+    assert code == 2 and "no-such-model" in doc["error"]
+
+
+def test_onnx_version_is_not_a_conversion_source(tracking_uri, model_name, convert_cli):
+    register_keras(tracking_uri, model_name, small_cnn(), CLASSES)
+    code, doc, _ = convert_cli("--model", model_name)
+    code, doc, _ = convert_cli("--model", model_name, "--version", doc["results"][0]["version"])
+    assert code == 2 and "not a Keras model" in doc["error"]
+
+
+def test_unreachable_server_is_exit_3_within_seconds():
+    """The real console entry point, as a DAG task runs it, against a port nobody listens on."""
+    from convert.mlflow_server import free_port
+
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "convert", "--tracking-uri", f"http://127.0.0.1:{free_port()}", "--json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    assert "unreachable" in json.loads(done.stdout)["error"]
+    assert time.monotonic() - started < 60
+
+
+def test_parity_failure_registers_nothing(tracking_uri, model_name, convert_cli):
+    """tf2onnx approximates TensorFlow's 'area' resize: a real divergence, not a mocked gate."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((64, 64, 3)),
+        keras.layers.Resizing(23, 23, interpolation="area"),
+        keras.layers.Conv2D(4, 3),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(3, activation="softmax"),
+    ])  # fmt: skip
+    register_keras(tracking_uri, model_name, model, ["a", "b", "c"], samples=rng_images(8, size=64))
+    before = versions(tracking_uri, model_name)
+
+    code, doc, err = convert_cli("--model", model_name)
+
+    assert code == 1 and "parity check failed" in doc["error"]
+    assert doc["details"]["parity_max_abs_diff"] > 1e-4
+    assert "parity_max_abs_diff" in err  # the figures are printed for the person reading the DAG log
+    assert versions(tracking_uri, model_name) == before
+    assert MlflowClient(tracking_uri).get_registered_model(model_name).aliases == {}
+
+
+def test_int8_gate_refuses_a_model_whose_int8_disagrees(tracking_uri, model_name, convert_cli):
+    """Near-tied class scores that int8 rounding flips: the real quantizer and the real gate, nothing mocked."""
+    from convert.samples import generated
+
+    names = [f"class-{i}" for i in range(16)]
+    register_keras(tracking_uri, model_name, near_tie_cnn(), names, samples=generated(30, (32, 32), seed=4))
+
+    code, doc, _ = convert_cli("--model", model_name, "--quantize", "int8")
+
+    assert code == 1 and "int8 gate failed" in doc["error"]
+    assert doc["details"]["int8_top1_agreement"] < 0.98
+    tags = versions(tracking_uri, model_name).values()
+    assert [t.get("precision") for t in tags if t.get("format") == "onnx"] == ["fp32"]
