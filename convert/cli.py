@@ -37,10 +37,14 @@ def parse_args(argv: list[str] | None) -> tuple[Options, bool]:
     p.add_argument("--model", default=Options.model, help="registered model name (default: %(default)s)")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--version", help="Keras version to convert (default: the newest Keras version)")
-    source.add_argument("--from-alias", metavar="ALIAS", help="convert the Keras version this alias points at")
+    source.add_argument(
+        "--from-alias", metavar="ALIAS", help="convert the Keras version this alias points at"
+    )
     p.add_argument("--target-name", help="register the ONNX version under this model (default: --model)")
     p.add_argument("--alias", default=Options.alias, help="alias moved to the new ONNX version (%(default)s)")
-    p.add_argument("--int8-alias", default=Options.int8_alias, help="alias for the int8 version (%(default)s)")
+    p.add_argument(
+        "--int8-alias", default=Options.int8_alias, help="alias for the int8 version (%(default)s)"
+    )
     p.add_argument("--classes", type=Path, help='class indices JSON {"name": index} if the run has none')
     p.add_argument("--samples", type=Path, help="folder of check images (default: the run's samples/)")
     p.add_argument(
@@ -50,7 +54,9 @@ def parse_args(argv: list[str] | None) -> tuple[Options, bool]:
         help="training-time pixel scaling baked into the graph: unit = x/255 (default), "
         "symmetric = x/127.5-1, none = the model scales itself",
     )
-    p.add_argument("--quantize", choices=["int8"], help="also register a static int8 version, gated on accuracy")
+    p.add_argument(
+        "--quantize", choices=["int8"], help="also register a static int8 version, gated on accuracy"
+    )
     p.add_argument("--force", action="store_true", help="convert even if an ONNX version exists already")
     p.add_argument("--tolerance", type=float, default=parity.DEFAULT_TOLERANCE, help="max |Δprobability|")
     p.add_argument(
@@ -119,7 +125,9 @@ def _report_failure(exc: ConvertError, as_json: bool, console: Console) -> None:
     for key, value in exc.details.items():
         console.print(f"    {key}: {value}")
     if as_json:
-        print(json.dumps({"ok": False, "exit_code": exc.exit_code, "error": str(exc), "details": exc.details}))
+        print(
+            json.dumps({"ok": False, "exit_code": exc.exit_code, "error": str(exc), "details": exc.details})
+        )
 
 
 def _summary(source, target: str, results: list[Result], elapsed: float) -> dict:
@@ -134,7 +142,15 @@ def _summary(source, target: str, results: list[Result], elapsed: float) -> dict
 
 def _table(source, target: str, results: list[Result], elapsed: float) -> Table:
     table = Table(title=f"{source.name} version {source.version} (Keras) → {target}, {elapsed:.1f} s")
-    for column in ("precision", "ONNX version", "status", "alias", "max |Δp|", "top-1 agreement", "int8 speed-up"):
+    for column in (
+        "precision",
+        "ONNX version",
+        "status",
+        "alias",
+        "max |Δp|",
+        "top-1 agreement",
+        "int8 speed-up",
+    ):
         table.add_column(column)
     for r in results:
         f = r.figures

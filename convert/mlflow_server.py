@@ -5,6 +5,9 @@ Used by the demo and by the integration tests, so both run against the same real
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -27,10 +30,11 @@ def is_healthy(url: str) -> bool:
         return False
 
 
-def start(root: Path, port: int, detach: bool = False) -> subprocess.Popen:
+def start(root: Path, port: int) -> subprocess.Popen:
     """Launch the server with its database and artifacts under `root`; returns once /health answers.
 
-    `detach` puts it in its own session so it outlives the command that started it (the demo)."""
+    It runs in a session of its own: it outlives the command that started it (the demo), and `stop` ends
+    the whole group (mlflow starts uvicorn and job-runner children that a plain terminate would orphan)."""
     root.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable, "-m", "mlflow", "server",
@@ -42,7 +46,7 @@ def start(root: Path, port: int, detach: bool = False) -> subprocess.Popen:
     ]  # fmt: skip
     log = (root / "mlflow-server.log").open("ab")
     process = subprocess.Popen(
-        command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=detach
+        command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
     )
     wait_healthy(f"http://127.0.0.1:{port}", process, root / "mlflow-server.log")
     return process
@@ -54,15 +58,35 @@ def wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout_s: floa
         if process.poll() is not None:
             raise RuntimeError(f"mlflow server exited with {process.returncode}; see {log}")
         if time.monotonic() > deadline:
-            process.kill()
+            stop(process)
             raise RuntimeError(f"mlflow server did not answer on {url} within {timeout_s:.0f} s; see {log}")
         time.sleep(0.25)
 
 
 def stop(process: subprocess.Popen) -> None:
-    process.terminate()
+    """Stop a server this process started (and reap it), children included."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # job-runner children that outlived the server
+
+
+def stop_group(pid: int, timeout_s: float = 15) -> bool:
+    """Stop a server another process started: SIGTERM its group, SIGKILL what is left after `timeout_s`.
+    False if it was gone already."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    os.killpg(pid, signal.SIGKILL)
+    return True

@@ -129,7 +129,11 @@ class _Job:
             "Measuring int8 speed against fp32 on this machine",
             lambda: quantization.speedup(fp32.SerializeToString(), int8_bytes, heldout),
         )
-        figures |= {"fp32_ms": speed["fp32_ms"], "int8_ms": speed["int8_ms"], "int8_speedup": speed["speedup"]}
+        figures |= {
+            "fp32_ms": speed["fp32_ms"],
+            "int8_ms": speed["int8_ms"],
+            "int8_speedup": speed["speedup"],
+        }
         version = self.step(
             f"Registering int8 as a new version of '{self.target}'",
             lambda: self._register(int8, "int8", figures, self.options.int8_alias),
@@ -140,20 +144,27 @@ class _Job:
 
     @cached_property
     def keras_model(self):
-        return self.step(f"Loading Keras version {self.source.version}", lambda: registry.load_keras(self.source))
+        return self.step(
+            f"Loading Keras version {self.source.version}", lambda: registry.load_keras(self.source)
+        )
 
     @cached_property
     def class_names(self) -> list[str]:
         return self.step(
-            "Reading class names", lambda: registry.class_names(self.client, self.source, self.options.classes)
+            "Reading class names",
+            lambda: registry.class_names(self.client, self.source, self.options.classes),
         )
 
     @cached_property
     def images(self) -> np.ndarray:
         size = export.input_size(self.keras_model)
-        folder = self.options.samples or registry.download_samples(self.client, self.source, Path(self._tmp.name))
+        folder = self.options.samples or registry.download_samples(
+            self.client, self.source, Path(self._tmp.name)
+        )
         files = samples.image_files(folder) if folder else []
-        self.sample_origin = f"{len(files)} sample images" if files else f"{GENERATED_IMAGES} generated images"
+        self.sample_origin = (
+            f"{len(files)} sample images" if files else f"{GENERATED_IMAGES} generated images"
+        )
         return samples.load(files, size) if files else samples.generated(GENERATED_IMAGES, size)
 
     @cached_property
@@ -175,7 +186,9 @@ class _Job:
             session = parity.onnx_session(model.SerializeToString())
         except Exception as exc:  # onnxruntime's own error classes; any of them means "cannot serve this"
             message = str(exc).splitlines()[0][:300]
-            raise CheckFailed(f"onnxruntime cannot load the exported graph: {message}; nothing was registered") from exc
+            raise CheckFailed(
+                f"onnxruntime cannot load the exported graph: {message}; nothing was registered"
+            ) from exc
         return parity.compare(
             self.keras_probabilities, parity.onnx_probabilities(session, self.images), self.options.tolerance
         )

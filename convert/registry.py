@@ -70,7 +70,9 @@ def guarded(call, what: str):
 def resolve_source(client: MlflowClient, name: str, version: str | None, alias: str | None) -> Source:
     """The version to convert: an explicit number, an alias, or the newest version that is a Keras model."""
     if version is not None:
-        found = guarded(lambda: client.get_model_version(name, version), f"version {version} of model '{name}'")
+        found = guarded(
+            lambda: client.get_model_version(name, version), f"version {version} of model '{name}'"
+        )
     elif alias is not None:
         found = guarded(
             lambda: client.get_model_version_by_alias(name, alias), f"alias '{alias}' of model '{name}'"
@@ -137,7 +139,9 @@ def download_samples(client: MlflowClient, source: Source, dst: Path) -> Path | 
     """The run's held-out sample images, if it logged any under samples/."""
     if not source.run_id or not _has_artifact(client, source.run_id, SAMPLES_DIR):
         return None
-    return Path(mlflow.artifacts.download_artifacts(run_id=source.run_id, artifact_path=SAMPLES_DIR, dst_path=dst))
+    return Path(
+        mlflow.artifacts.download_artifacts(run_id=source.run_id, artifact_path=SAMPLES_DIR, dst_path=dst)
+    )
 
 
 def load_keras(source: Source):
@@ -166,7 +170,9 @@ def existing_onnx(client: MlflowClient, target: str, source: Source, precision: 
 
 def download_onnx(version: ModelVersion) -> onnx.ModelProto:
     with tempfile.TemporaryDirectory() as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}", dst_path=tmp))
+        local = Path(
+            mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}", dst_path=tmp)
+        )
         return onnx.load(next(local.rglob("*.onnx")))
 
 
@@ -181,16 +187,18 @@ def register_onnx(
 ) -> str:
     """Log the ONNX model in a run of the source's experiment and register it as a new version, tags set
     atomically with the version so a half-done registration is never mistaken for a finished one."""
-    height, width, num_classes = example.shape[1], example.shape[2], model.graph.output[0]
-    num_classes = num_classes.type.tensor_type.shape.dim[1].dim_value
+    height, width = example.shape[1:3]
+    num_classes = model.graph.output[0].type.tensor_type.shape.dim[1].dim_value
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, height, width, 3), INPUT_NAME)]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes), OUTPUT_NAME)]),
     )
     experiment_id = client.get_run(source.run_id).info.experiment_id if source.run_id else None
     run_name = f"onnx-{tags['precision']}-from-{source.name}-v{source.version}"
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
-        mlflow.log_params({k: tags[k] for k in ("source_model", "source_version", "precision", "input_scaling")})
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name):
+        mlflow.log_params(
+            {k: tags[k] for k in ("source_model", "source_version", "precision", "input_scaling")}
+        )
         mlflow.log_metrics(metrics)
         logged = mlflow.onnx.log_model(
             model,

@@ -37,9 +37,7 @@ def generated(count: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
         fx, fy = rng.uniform(0.5, 6.0, 2) * (2 * np.pi)
         phase = rng.uniform(0, 2 * np.pi, 3)
         base = rng.uniform(40, 215, 3)
-        channels = [
-            base[c] + 60 * np.sin(fx * xs / width + fy * ys / height + phase[c]) for c in range(3)
-        ]
+        channels = [base[c] + 60 * np.sin(fx * xs / width + fy * ys / height + phase[c]) for c in range(3)]
         image = np.stack(channels, axis=-1) + rng.normal(0, 12, (height, width, 3))
         batch[i] = np.clip(image, 0, 255).astype(np.uint8)
     return batch

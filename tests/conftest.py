@@ -8,6 +8,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from convert import mlflow_server  # noqa: E402
 
+# Enough training for confident predictions (the int8 gate needs them) in about a minute on 2 cores.
+TEST_TRAINING = {"size": 96, "alpha": 0.35, "epochs": 5, "train_per_class": 150, "time_budget_s": 150}
+
 
 @pytest.fixture(scope="session")
 def tracking_uri(tmp_path_factory):
@@ -17,6 +20,18 @@ def tracking_uri(tmp_path_factory):
     process = mlflow_server.start(root, port)
     yield f"http://127.0.0.1:{port}"
     mlflow_server.stop(process)
+
+
+@pytest.fixture(scope="session")
+def fish_registry(tracking_uri, tmp_path_factory):
+    """The demo's MobileNetV2 trained on synthetic fish (smaller and shorter than the demo's run) and
+    registered as the training DAG does; returns (model name, Keras version, local samples folder)."""
+    from convert.demo.seed import seed_registry
+
+    samples_dir = tmp_path_factory.mktemp("samples")
+    name = "fish-classification-mobilenetv2"
+    version = seed_registry(tracking_uri, name, samples_dir, log=lambda line: None, **TEST_TRAINING)
+    return name, version, samples_dir
 
 
 @pytest.fixture

@@ -30,7 +30,9 @@ def small_cnn(size: int = 32, classes: int = 4, rescaling: float | None = None, 
     bn = next(layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))
     rng = np.random.default_rng(seed)
     gamma, beta, mean, var = bn.get_weights()
-    bn.set_weights([gamma * 1.5, beta + 0.1, rng.normal(0, 0.1, mean.shape), var + rng.uniform(0, 1, var.shape)])
+    bn.set_weights(
+        [gamma * 1.5, beta + 0.1, rng.normal(0, 0.1, mean.shape), var + rng.uniform(0, 1, var.shape)]
+    )
     return model
 
 

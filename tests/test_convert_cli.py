@@ -113,9 +113,13 @@ def test_alias_follows_the_newest_conversion(tracking_uri, model_name, convert_c
 
     # Converting by source alias, under a custom target alias, leaves "onnx" where it was.
     client.set_registered_model_alias(model_name, "champion", first_keras)
-    code, by_alias, _ = convert_cli("--model", model_name, "--from-alias", "champion", "--alias", "onnx-old", "--force")
+    code, by_alias, _ = convert_cli(
+        "--model", model_name, "--from-alias", "champion", "--alias", "onnx-old", "--force"
+    )
     assert code == 0 and by_alias["source"]["version"] == first_keras
-    assert client.get_model_version_by_alias(model_name, "onnx-old").version == by_alias["results"][0]["version"]
+    assert (
+        client.get_model_version_by_alias(model_name, "onnx-old").version == by_alias["results"][0]["version"]
+    )
     assert client.get_model_version_by_alias(model_name, "onnx").version == second["results"][0]["version"]
 
 
@@ -126,8 +130,11 @@ def test_model_with_its_own_rescaling_layer(tracking_uri, model_name, convert_cl
     code, doc, _ = convert_cli("--model", model_name, "--input-scaling", "none")
 
     assert code == 0 and doc["results"][0]["figures"]["parity_max_abs_diff"] <= 1e-4
-    (path,) = [p for p in registered_onnx(tracking_uri, model_name, doc["results"][0]["version"], tmp_path)
-               if p.suffix == ".onnx"]
+    (path,) = [
+        p
+        for p in registered_onnx(tracking_uri, model_name, doc["results"][0]["version"], tmp_path)
+        if p.suffix == ".onnx"
+    ]
     images = rng_images(8, seed=5)
     got = ort.InferenceSession(str(path)).run(None, {"image": images})[0]
     want = np.asarray(keras_model(images.astype(np.float32)))  # the model scales raw pixels itself

@@ -64,49 +64,49 @@ _RED_BELLY = ((225.0, 150.0, 135.0), (250.0, 215.0, 200.0))
 
 _LOOKS: dict[int, _Look] = {
     0: _Look(  # Black Sea Sprat: small, slender, blue-green back
-        length=(0.45, 0.7), depth=(0.15, 0.19), back=(0.9, 0.8), belly=(0.9, 0.8),
+        length=(0.55, 0.8), depth=(0.15, 0.19), back=(0.9, 0.8), belly=(0.9, 0.8),
         back_colour=((40.0, 80.0, 95.0), (90.0, 120.0, 130.0)), belly_colour=_SILVER_BELLY,
         fin_colour=((150.0, 160.0, 165.0), (190.0, 195.0, 195.0)),
         tail="fork", tail_len=0.22, eye=0.3,
     ),
     1: _Look(  # Gilt-Head Bream: deep oval silver body, gold forehead band
-        length=(0.55, 0.85), depth=(0.4, 0.48), back=(0.8, 0.7), belly=(0.9, 0.9),
+        length=(0.65, 0.9), depth=(0.4, 0.48), back=(0.8, 0.7), belly=(0.9, 0.9),
         back_colour=((110.0, 120.0, 130.0), (160.0, 165.0, 170.0)), belly_colour=_SILVER_BELLY,
         fin_colour=((100.0, 105.0, 115.0), (150.0, 150.0, 160.0)),
         tail="notch", tail_len=0.24, eye=0.18,
     ),
     2: _Look(  # Horse Mackerel: torpedo, big eye, scute lateral line
-        length=(0.55, 0.85), depth=(0.22, 0.26), back=(0.85, 0.75), belly=(0.9, 0.8),
+        length=(0.65, 0.92), depth=(0.22, 0.26), back=(0.85, 0.75), belly=(0.9, 0.8),
         back_colour=((80.0, 100.0, 105.0), (140.0, 150.0, 145.0)), belly_colour=_SILVER_BELLY,
         fin_colour=((170.0, 165.0, 120.0), (210.0, 200.0, 150.0)),
         tail="fork", tail_len=0.24, eye=0.24,
     ),
     3: _Look(  # Red Mullet: steep head, plain red, barbels
-        length=(0.5, 0.8), depth=(0.24, 0.29), back=(0.8, 0.45), belly=(1.0, 0.8),
+        length=(0.62, 0.9), depth=(0.24, 0.29), back=(0.8, 0.45), belly=(1.0, 0.8),
         back_colour=_RED_BACK, belly_colour=_RED_BELLY,
         fin_colour=((220.0, 150.0, 130.0), (245.0, 190.0, 170.0)),
         tail="fork", tail_len=0.22, eye=0.2,
     ),
     4: _Look(  # Red Sea Bream: deep pink-red body with blue dots
-        length=(0.55, 0.85), depth=(0.38, 0.45), back=(0.75, 0.65), belly=(0.95, 0.9),
+        length=(0.65, 0.92), depth=(0.38, 0.45), back=(0.75, 0.65), belly=(0.95, 0.9),
         back_colour=((195.0, 75.0, 75.0), (235.0, 135.0, 125.0)), belly_colour=_RED_BELLY,
         fin_colour=((200.0, 90.0, 90.0), (235.0, 140.0, 130.0)),
         tail="notch", tail_len=0.24, eye=0.18,
     ),
     5: _Look(  # Sea Bass: silver gradient, two dorsal fins, big mouth
-        length=(0.6, 0.9), depth=(0.24, 0.28), back=(0.85, 0.8), belly=(0.95, 0.85),
+        length=(0.7, 0.95), depth=(0.24, 0.28), back=(0.85, 0.8), belly=(0.95, 0.85),
         back_colour=((60.0, 70.0, 85.0), (120.0, 130.0, 140.0)), belly_colour=_SILVER_BELLY,
         fin_colour=((90.0, 95.0, 105.0), (140.0, 145.0, 150.0)),
         tail="notch", tail_len=0.2, eye=0.15,
     ),
     7: _Look(  # Striped Red Mullet: red mullet body and palette, plus yellow stripes
-        length=(0.5, 0.8), depth=(0.24, 0.29), back=(0.8, 0.45), belly=(1.0, 0.8),
+        length=(0.62, 0.9), depth=(0.24, 0.29), back=(0.8, 0.45), belly=(1.0, 0.8),
         back_colour=_RED_BACK, belly_colour=_RED_BELLY,
         fin_colour=((220.0, 150.0, 130.0), (245.0, 190.0, 170.0)),
         tail="fork", tail_len=0.22, eye=0.2,
     ),
     8: _Look(  # Trout: olive back, pink band, black spots, square tail
-        length=(0.6, 0.9), depth=(0.22, 0.26), back=(0.85, 0.8), belly=(0.95, 0.85),
+        length=(0.7, 0.95), depth=(0.22, 0.26), back=(0.85, 0.8), belly=(0.95, 0.85),
         back_colour=((85.0, 100.0, 70.0), (135.0, 140.0, 100.0)), belly_colour=_SILVER_BELLY,
         fin_colour=((120.0, 120.0, 95.0), (165.0, 160.0, 130.0)),
         tail="square", tail_len=0.18, eye=0.14,
@@ -454,7 +454,7 @@ def _draw_shrimp(rng: np.random.Generator, size: int) -> tuple[Image.Image, Imag
     alpha = Image.new("L", (size, size), 0)
     draw_c, draw_a = ImageDraw.Draw(colour), ImageDraw.Draw(alpha)
     base = _mix(((215.0, 140.0, 120.0), (240.0, 195.0, 175.0)), rng, jitter=10.0)
-    radius = rng.uniform(0.15, 0.22) * size
+    radius = rng.uniform(0.18, 0.25) * size
     span = rng.uniform(2.5, 3.6)  # radians of arc the body covers
     width0 = radius * rng.uniform(0.6, 0.8)
     # Centre the arc's mass, not the arc's centre, on the canvas.
@@ -586,7 +586,7 @@ def _pose(colour: Image.Image, alpha: Image.Image, rng: np.random.Generator, siz
     if rng.random() < 0.15:
         rgba = rgba.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
     angle = rng.uniform(-50, 50)
-    shift = rng.uniform(-0.12, 0.12, 2) * size
+    shift = rng.uniform(-0.08, 0.08, 2) * size
     # Nearest-neighbour rotation is ~20x faster than bilinear on RGBA; the jagged
     # edges it leaves are hidden by the sensor noise added later.
     rgba = rgba.rotate(angle, resample=Image.Resampling.NEAREST, translate=(float(shift[0]), float(shift[1])))

@@ -1,0 +1,48 @@
+"""The real architecture once: a MobileNetV2 trained on the demo's synthetic fish, converted fp32 and int8."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from mlflow import MlflowClient
+
+from convert import samples
+
+pytestmark = pytest.mark.slow
+
+
+def test_mobilenetv2_converts_with_parity_and_passes_the_int8_gate(fish_registry, convert_cli, tmp_path):
+    name, keras_version, samples_dir = fish_registry
+
+    code, doc, _ = convert_cli("--model", name, "--quantize", "int8")
+
+    assert code == 0, doc
+    fp32, int8 = doc["results"]
+    assert fp32["status"] == int8["status"] == "registered"
+    assert fp32["figures"]["parity_max_abs_diff"] <= 1e-4 and fp32["figures"]["parity_top1_agreement"] == 1.0
+    assert int8["figures"]["int8_top1_agreement"] >= 0.98 and int8["figures"]["int8_speedup"] > 0
+    client = MlflowClient(mlflow.get_tracking_uri())
+    assert client.get_model_version_by_alias(name, "onnx").version == fp32["version"]
+    assert client.get_model_version_by_alias(name, "onnx-int8").version == int8["version"]
+    keras_tags = client.get_model_version(name, keras_version).tags
+    assert keras_tags["onnx_model_version"] == fp32["version"]
+    assert keras_tags["onnx_int8_model_version"] == int8["version"]
+
+    # The registered fp32 file alone, fed JPEG samples decoded to uint8, matches Keras.
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}@onnx", dst_path=str(tmp_path)))
+    (path,) = local.rglob("*.onnx")
+    meta = {p.key: p.value for p in onnx.load(path).metadata_props}
+    session = ort.InferenceSession(str(path))
+    height, width = session.get_inputs()[0].shape[1:3]
+    images = samples.load(samples.image_files(samples_dir)[::7], (height, width))
+    keras_model = mlflow.keras.load_model(f"models:/{name}/{keras_version}")
+    want = np.asarray(keras_model(images.astype(np.float32) / 255.0))
+    got = session.run(None, {"image": images})[0]
+    assert np.abs(got - want).max() <= 1e-4 and (got.argmax(1) == want.argmax(1)).all()
+    assert len(json.loads(meta["class_names"])) == 9 and meta["source_version"] == keras_version
