@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if as_json:
         print(json.dumps(_summary(source, target, results, elapsed), indent=2))
     else:
-        Console().print(_table(source, target, results, elapsed))
+        Console(width=None if sys.stdout.isatty() else 120).print(_table(source, target, results, elapsed))
     return 0
 
 

@@ -106,7 +106,7 @@ class _Job:
             return _found(existing)
         fp32 = self._fresh_fp32 or self.step("Downloading the registered fp32 ONNX", self._registered_fp32)
         calibration, heldout = samples.split(self.images)
-        int8 = self.step(
+        int8, calibration_method = self.step(
             f"Quantizing to int8 (static QDQ, {len(calibration)} calibration images)",
             lambda: quantization.quantize_int8(fp32, calibration),
         )
@@ -118,7 +118,11 @@ class _Job:
                 heldout_reference, parity.onnx_probabilities(parity.onnx_session(int8_bytes), heldout)
             ),
         )
-        figures = {"int8_top1_agreement": agreement, "int8_heldout_images": len(heldout)}
+        figures = {
+            "int8_top1_agreement": agreement,
+            "int8_heldout_images": len(heldout),
+            "int8_calibration": calibration_method,
+        }
         if agreement < self.options.min_int8_agreement:
             raise CheckFailed(
                 f"int8 gate failed: top-1 agreement with Keras {agreement:.2%} on {len(heldout)} held-out "

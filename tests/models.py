@@ -75,3 +75,31 @@ def near_tie_cnn(classes: int = 16, seed: int = 3):
     kernel = kernel[:, :1] + 1e-4 * rng.normal(size=kernel.shape)
     dense.set_weights([kernel.astype(np.float32), np.zeros_like(bias)])
     return model
+
+
+def colour_cnn():
+    """Classifies red, green or blue photos by their dominant channel with wide margins, as a well-trained
+    model does on clear photos: int8 rounding cannot flip its top-1 on such images (see colour_images)."""
+    import keras
+
+    model = keras.Sequential([
+        keras.Input((32, 32, 3)),
+        keras.layers.Conv2D(3, 3, padding="same", activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(3, activation="softmax"),
+    ])  # fmt: skip
+    conv, dense = model.layers[0], model.layers[-1]
+    kernel = np.zeros((3, 3, 3, 3), dtype=np.float32)
+    kernel[1, 1] = np.eye(3)  # identity: each channel passes through
+    conv.set_weights([kernel, np.zeros(3, np.float32)])
+    dense.set_weights([np.eye(3, dtype=np.float32) * 8.0, np.zeros(3, np.float32)])
+    return model
+
+
+def colour_images(n: int, seed: int = 0) -> np.ndarray:
+    """Noisy photos with one clearly dominant channel, cycling red, green, blue."""
+    rng = np.random.default_rng(seed)
+    images = rng.normal(70, 25, (n, 32, 32, 3))
+    for i in range(n):
+        images[i, ..., i % 3] += rng.uniform(90, 150)
+    return np.clip(images, 0, 255).astype(np.uint8)

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -14,7 +15,14 @@ import onnxruntime as ort
 import pytest
 from mlflow import MlflowClient
 
-from tests.models import class_indices_file, near_tie_cnn, register_keras, small_cnn
+from tests.models import (
+    class_indices_file,
+    colour_cnn,
+    colour_images,
+    near_tie_cnn,
+    register_keras,
+    small_cnn,
+)
 
 CLASSES = ["bream", "mullet", "sprat", "trout"]
 
@@ -31,7 +39,7 @@ def versions(uri: str, name: str) -> dict[str, dict]:
 def registered_onnx(uri: str, name: str, version: str, tmp_path) -> list:
     mlflow.set_tracking_uri(uri)
     local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(tmp_path))
-    return sorted(p for p in __import__("pathlib").Path(local).rglob("*") if p.is_file())
+    return sorted(p for p in Path(local).rglob("*") if p.is_file())
 
 
 def test_converts_and_the_registered_file_describes_itself(tracking_uri, model_name, convert_cli, tmp_path):
@@ -229,3 +237,32 @@ def test_int8_gate_refuses_a_model_whose_int8_disagrees(tracking_uri, model_name
     assert doc["details"]["int8_top1_agreement"] < 0.98
     tags = versions(tracking_uri, model_name).values()
     assert [t.get("precision") for t in tags if t.get("format") == "onnx"] == ["fp32"]
+
+
+def test_int8_version_registered_when_it_agrees(tracking_uri, model_name, convert_cli, tmp_path):
+    register_keras(
+        tracking_uri, model_name, colour_cnn(), ["red", "green", "blue"], samples=colour_images(45)
+    )
+
+    code, doc, err = convert_cli("--model", model_name, "--quantize", "int8")
+
+    assert code == 0, doc
+    fp32, int8 = doc["results"]
+    assert int8["status"] == "registered" and int8["alias"] == "onnx-int8"
+    assert int8["figures"]["int8_top1_agreement"] >= 0.98 and int8["figures"]["int8_heldout_images"] == 30
+    assert int8["figures"]["int8_speedup"] > 0  # measured, whatever it is for a toy model
+    client = MlflowClient(tracking_uri)
+    version = client.get_model_version_by_alias(model_name, "onnx-int8")
+    assert version.version == int8["version"] and version.tags["precision"] == "int8"
+    (path,) = [
+        p for p in registered_onnx(tracking_uri, model_name, int8["version"], tmp_path) if p.suffix == ".onnx"
+    ]
+    model = onnx.load(path)
+    assert {p.key: p.value for p in model.metadata_props}["precision"] == "int8"
+    assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+
+    # Asking again for int8 finds both versions and changes nothing.
+    before = versions(tracking_uri, model_name)
+    code, again, _ = convert_cli("--model", model_name, "--quantize", "int8")
+    assert code == 0 and [r["status"] for r in again["results"]] == ["exists", "exists"]
+    assert versions(tracking_uri, model_name) == before

@@ -1,4 +1,4 @@
-"""The real architecture once: a MobileNetV2 trained on the demo's synthetic fish, converted fp32 and int8."""
+"""The real architecture once: a MobileNetV2 trained on the demo's synthetic fish, converted to ONNX."""
 
 from __future__ import annotations
 
@@ -17,22 +17,18 @@ from convert import samples
 pytestmark = pytest.mark.slow
 
 
-def test_mobilenetv2_converts_with_parity_and_passes_the_int8_gate(fish_registry, convert_cli, tmp_path):
+def test_mobilenetv2_converts_with_parity(fish_registry, convert_cli, tmp_path):
     name, keras_version, samples_dir = fish_registry
 
-    code, doc, _ = convert_cli("--model", name, "--quantize", "int8")
+    code, doc, _ = convert_cli("--model", name)
 
     assert code == 0, doc
-    fp32, int8 = doc["results"]
-    assert fp32["status"] == int8["status"] == "registered"
+    (fp32,) = doc["results"]
+    assert fp32["status"] == "registered" and fp32["figures"]["parity_images"] == 360  # the run's samples
     assert fp32["figures"]["parity_max_abs_diff"] <= 1e-4 and fp32["figures"]["parity_top1_agreement"] == 1.0
-    assert int8["figures"]["int8_top1_agreement"] >= 0.98 and int8["figures"]["int8_speedup"] > 0
     client = MlflowClient(mlflow.get_tracking_uri())
     assert client.get_model_version_by_alias(name, "onnx").version == fp32["version"]
-    assert client.get_model_version_by_alias(name, "onnx-int8").version == int8["version"]
-    keras_tags = client.get_model_version(name, keras_version).tags
-    assert keras_tags["onnx_model_version"] == fp32["version"]
-    assert keras_tags["onnx_int8_model_version"] == int8["version"]
+    assert client.get_model_version(name, keras_version).tags["onnx_model_version"] == fp32["version"]
 
     # The registered fp32 file alone, fed JPEG samples decoded to uint8, matches Keras.
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}@onnx", dst_path=str(tmp_path)))

@@ -16,8 +16,8 @@ backgrounds, lighting and noise. One 224 px photo takes a few milliseconds.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -64,52 +64,100 @@ _RED_BELLY = ((225.0, 150.0, 135.0), (250.0, 215.0, 200.0))
 
 _LOOKS: dict[int, _Look] = {
     0: _Look(  # Black Sea Sprat: small, slender, blue-green back
-        length=(0.55, 0.8), depth=(0.15, 0.19), back=(0.9, 0.8), belly=(0.9, 0.8),
-        back_colour=((40.0, 80.0, 95.0), (90.0, 120.0, 130.0)), belly_colour=_SILVER_BELLY,
+        length=(0.55, 0.8),
+        depth=(0.15, 0.19),
+        back=(0.9, 0.8),
+        belly=(0.9, 0.8),
+        back_colour=((40.0, 80.0, 95.0), (90.0, 120.0, 130.0)),
+        belly_colour=_SILVER_BELLY,
         fin_colour=((150.0, 160.0, 165.0), (190.0, 195.0, 195.0)),
-        tail="fork", tail_len=0.22, eye=0.3,
+        tail="fork",
+        tail_len=0.22,
+        eye=0.3,
     ),
     1: _Look(  # Gilt-Head Bream: deep oval silver body, gold forehead band
-        length=(0.65, 0.9), depth=(0.4, 0.48), back=(0.8, 0.7), belly=(0.9, 0.9),
-        back_colour=((110.0, 120.0, 130.0), (160.0, 165.0, 170.0)), belly_colour=_SILVER_BELLY,
+        length=(0.65, 0.9),
+        depth=(0.4, 0.48),
+        back=(0.8, 0.7),
+        belly=(0.9, 0.9),
+        back_colour=((110.0, 120.0, 130.0), (160.0, 165.0, 170.0)),
+        belly_colour=_SILVER_BELLY,
         fin_colour=((100.0, 105.0, 115.0), (150.0, 150.0, 160.0)),
-        tail="notch", tail_len=0.24, eye=0.18,
+        tail="notch",
+        tail_len=0.24,
+        eye=0.18,
     ),
     2: _Look(  # Horse Mackerel: torpedo, big eye, scute lateral line
-        length=(0.65, 0.92), depth=(0.22, 0.26), back=(0.85, 0.75), belly=(0.9, 0.8),
-        back_colour=((80.0, 100.0, 105.0), (140.0, 150.0, 145.0)), belly_colour=_SILVER_BELLY,
+        length=(0.65, 0.92),
+        depth=(0.22, 0.26),
+        back=(0.85, 0.75),
+        belly=(0.9, 0.8),
+        back_colour=((80.0, 100.0, 105.0), (140.0, 150.0, 145.0)),
+        belly_colour=_SILVER_BELLY,
         fin_colour=((170.0, 165.0, 120.0), (210.0, 200.0, 150.0)),
-        tail="fork", tail_len=0.24, eye=0.24,
+        tail="fork",
+        tail_len=0.24,
+        eye=0.24,
     ),
     3: _Look(  # Red Mullet: steep head, plain red, barbels
-        length=(0.62, 0.9), depth=(0.24, 0.29), back=(0.8, 0.45), belly=(1.0, 0.8),
-        back_colour=_RED_BACK, belly_colour=_RED_BELLY,
+        length=(0.62, 0.9),
+        depth=(0.24, 0.29),
+        back=(0.8, 0.45),
+        belly=(1.0, 0.8),
+        back_colour=_RED_BACK,
+        belly_colour=_RED_BELLY,
         fin_colour=((220.0, 150.0, 130.0), (245.0, 190.0, 170.0)),
-        tail="fork", tail_len=0.22, eye=0.2,
+        tail="fork",
+        tail_len=0.22,
+        eye=0.2,
     ),
     4: _Look(  # Red Sea Bream: deep pink-red body with blue dots
-        length=(0.65, 0.92), depth=(0.38, 0.45), back=(0.75, 0.65), belly=(0.95, 0.9),
-        back_colour=((195.0, 75.0, 75.0), (235.0, 135.0, 125.0)), belly_colour=_RED_BELLY,
+        length=(0.65, 0.92),
+        depth=(0.38, 0.45),
+        back=(0.75, 0.65),
+        belly=(0.95, 0.9),
+        back_colour=((195.0, 75.0, 75.0), (235.0, 135.0, 125.0)),
+        belly_colour=_RED_BELLY,
         fin_colour=((200.0, 90.0, 90.0), (235.0, 140.0, 130.0)),
-        tail="notch", tail_len=0.24, eye=0.18,
+        tail="notch",
+        tail_len=0.24,
+        eye=0.18,
     ),
     5: _Look(  # Sea Bass: silver gradient, two dorsal fins, big mouth
-        length=(0.7, 0.95), depth=(0.24, 0.28), back=(0.85, 0.8), belly=(0.95, 0.85),
-        back_colour=((60.0, 70.0, 85.0), (120.0, 130.0, 140.0)), belly_colour=_SILVER_BELLY,
+        length=(0.7, 0.95),
+        depth=(0.24, 0.28),
+        back=(0.85, 0.8),
+        belly=(0.95, 0.85),
+        back_colour=((60.0, 70.0, 85.0), (120.0, 130.0, 140.0)),
+        belly_colour=_SILVER_BELLY,
         fin_colour=((90.0, 95.0, 105.0), (140.0, 145.0, 150.0)),
-        tail="notch", tail_len=0.2, eye=0.15,
+        tail="notch",
+        tail_len=0.2,
+        eye=0.15,
     ),
     7: _Look(  # Striped Red Mullet: red mullet body and palette, plus yellow stripes
-        length=(0.62, 0.9), depth=(0.24, 0.29), back=(0.8, 0.45), belly=(1.0, 0.8),
-        back_colour=_RED_BACK, belly_colour=_RED_BELLY,
+        length=(0.62, 0.9),
+        depth=(0.24, 0.29),
+        back=(0.8, 0.45),
+        belly=(1.0, 0.8),
+        back_colour=_RED_BACK,
+        belly_colour=_RED_BELLY,
         fin_colour=((220.0, 150.0, 130.0), (245.0, 190.0, 170.0)),
-        tail="fork", tail_len=0.22, eye=0.2,
+        tail="fork",
+        tail_len=0.22,
+        eye=0.2,
     ),
     8: _Look(  # Trout: olive back, pink band, black spots, square tail
-        length=(0.7, 0.95), depth=(0.22, 0.26), back=(0.85, 0.8), belly=(0.95, 0.85),
-        back_colour=((85.0, 100.0, 70.0), (135.0, 140.0, 100.0)), belly_colour=_SILVER_BELLY,
+        length=(0.7, 0.95),
+        depth=(0.22, 0.26),
+        back=(0.85, 0.8),
+        belly=(0.95, 0.85),
+        back_colour=((85.0, 100.0, 70.0), (135.0, 140.0, 100.0)),
+        belly_colour=_SILVER_BELLY,
         fin_colour=((120.0, 120.0, 95.0), (165.0, 160.0, 130.0)),
-        tail="square", tail_len=0.18, eye=0.14,
+        tail="square",
+        tail_len=0.18,
+        eye=0.14,
     ),
 }
 
@@ -158,8 +206,8 @@ class _Body:
     def outline(self) -> list[Point]:
         """Closed body polygon: along the back, then back along the belly."""
         xs = self.x0 + self.t * self.length
-        upper = list(zip(xs.tolist(), self.top.tolist()))
-        lower = list(zip(xs[::-1].tolist(), self.bottom[::-1].tolist()))
+        upper = list(zip(xs.tolist(), self.top.tolist(), strict=True))
+        lower = list(zip(xs[::-1].tolist(), self.bottom[::-1].tolist(), strict=True))
         return upper + lower
 
     @property
@@ -199,8 +247,13 @@ def _tail(body: _Body, kind: str, tail_len: float, rng: np.random.Generator) -> 
         notch = x1 - tail_len * 0.05
     inset = 0.0 if kind == "square" else tail_len * 0.15
     return [
-        (xe - 2, y_top), (x1, mid - span), (x1 - inset, mid - span * 0.55),
-        (notch, mid), (x1 - inset, mid + span * 0.55), (x1, mid + span), (xe - 2, y_bot),
+        (xe - 2, y_top),
+        (x1, mid - span),
+        (x1 - inset, mid - span * 0.55),
+        (notch, mid),
+        (x1 - inset, mid + span * 0.55),
+        (x1, mid + span),
+        (xe - 2, y_bot),
     ]
 
 
@@ -250,7 +303,9 @@ def _eye(draw_c: ImageDraw.ImageDraw, body: _Body, radius: float, t: float = 0.0
     draw_c.ellipse((x - r2, y - r2, x + r2, y + r2), fill=(15, 15, 20))
 
 
-def _gill(draw_c: ImageDraw.ImageDraw, body: _Body, t: float, colour: tuple[int, int, int], width: int) -> None:
+def _gill(
+    draw_c: ImageDraw.ImageDraw, body: _Body, t: float, colour: tuple[int, int, int], width: int
+) -> None:
     """Gill cover edge as an arc from back to belly."""
     pts = [body.at(t + 0.03 * math.cos(a), math.sin(a) * 0.85) for a in np.linspace(-1.2, 1.2, 7)]
     draw_c.line(pts, fill=colour, width=width)
@@ -305,14 +360,16 @@ def _mark_bream(tex, det, body, rng, size, back) -> None:
     r = body.depth * 0.07
     det.ellipse((x - r, y - r, x + r, y + r), fill=(40, 35, 40))
     gold = (225, 180, 60) if rng.random() < 0.5 else (235, 200, 90)
-    det.line([body.at(0.03, -0.45), body.at(0.1, -0.75), body.at(0.14, -0.95)], fill=gold, width=max(2, size // 45))
+    det.line(
+        [body.at(0.03, -0.45), body.at(0.1, -0.75), body.at(0.14, -0.95)], fill=gold, width=max(2, size // 45)
+    )
 
 
 def _mark_mackerel(tex, det, body, rng, size, back) -> None:
     # Row of bony scutes along a lateral line that drops sharply half way, dark gill spot.
     ts = np.linspace(0.22, 0.98, 22)
     vs = np.where(ts < 0.5, -0.55, np.interp(ts, [0.5, 0.62, 1.0], [-0.55, -0.05, 0.0]))
-    pts = [body.at(float(t), float(v)) for t, v in zip(ts, vs)]
+    pts = [body.at(float(t), float(v)) for t, v in zip(ts, vs, strict=True)]
     tex.line(pts, fill=(45, 50, 55), width=max(2, size // 60))
     for x, y in pts[::2]:
         r = max(1.0, size / 220)
@@ -327,8 +384,11 @@ def _barbels(det, body, size) -> None:
     x, y = body.at(0.05, 0.6)
     ln = body.length * 0.13
     for dy in (0.0, body.depth * 0.06):
-        det.line([(x, y + dy), (x + ln * 0.5, y + dy + ln * 0.25), (x + ln, y + dy + ln * 0.2)],
-                 fill=(235, 215, 190), width=max(1, size // 130))
+        det.line(
+            [(x, y + dy), (x + ln * 0.5, y + dy + ln * 0.25), (x + ln, y + dy + ln * 0.2)],
+            fill=(235, 215, 190),
+            width=max(1, size // 130),
+        )
 
 
 def _mark_red_mullet(tex, det, body, rng, size, back) -> None:
@@ -348,7 +408,11 @@ def _mark_sea_bream(tex, det, body, rng, size, back) -> None:
 
 def _mark_bass(tex, det, body, rng, size, back) -> None:
     # Dark lateral line and the bass's long mouth and dark gill spot.
-    tex.line([body.at(t, -0.25) for t in np.linspace(0.22, 0.97, 8)], fill=_rgb(back * 0.6), width=max(1, size // 110))
+    tex.line(
+        [body.at(t, -0.25) for t in np.linspace(0.22, 0.97, 8)],
+        fill=_rgb(back * 0.6),
+        width=max(1, size // 110),
+    )
     x, y = body.at(0.21, -0.35)
     r = body.depth * 0.08
     det.ellipse((x - r, y - r * 1.5, x + r, y + r * 1.5), fill=(35, 38, 45))
@@ -360,7 +424,11 @@ def _mark_striped_mullet(tex, det, body, rng, size, back) -> None:
     yellow = (235, 200, 70) if rng.random() < 0.5 else (220, 170, 60)
     for v in (-0.35, 0.0, 0.3)[: int(rng.integers(2, 4))]:
         tex.line([body.at(t, v) for t in np.linspace(0.15, 0.97, 8)], fill=yellow, width=max(2, size // 45))
-    tex.line([body.at(t, -0.65) for t in np.linspace(0.12, 0.9, 7)], fill=_rgb(back * 0.6), width=max(2, size // 70))
+    tex.line(
+        [body.at(t, -0.65) for t in np.linspace(0.12, 0.9, 7)],
+        fill=_rgb(back * 0.6),
+        width=max(2, size // 70),
+    )
     _barbels(det, body, size)
 
 
@@ -373,12 +441,28 @@ def _mark_trout(tex, det, body, rng, size, back) -> None:
 
 
 _MARKERS: dict[int, Marker] = {
-    0: _mark_sprat, 1: _mark_bream, 2: _mark_mackerel, 3: _mark_red_mullet, 4: _mark_sea_bream,
-    5: _mark_bass, 7: _mark_striped_mullet, 8: _mark_trout,
+    0: _mark_sprat,
+    1: _mark_bream,
+    2: _mark_mackerel,
+    3: _mark_red_mullet,
+    4: _mark_sea_bream,
+    5: _mark_bass,
+    7: _mark_striped_mullet,
+    8: _mark_trout,
 }
 
 
-def _fins(draw_a, draw_f, body: _Body, species: int, rng: np.random.Generator, tail_len: float, kind: str, size: int, fin: np.ndarray) -> None:
+def _fins(
+    draw_a,
+    draw_f,
+    body: _Body,
+    species: int,
+    rng: np.random.Generator,
+    tail_len: float,
+    kind: str,
+    size: int,
+    fin: np.ndarray,
+) -> None:
     """Draw tail, dorsal, anal and pectoral fins onto the alpha and fin-colour layers."""
     d = body.depth
     fins = [_tail(body, kind, tail_len, rng)]
@@ -425,7 +509,9 @@ def _draw_fish(species: int, rng: np.random.Generator, size: int) -> tuple[Image
         _band(ramp, body, 0.05, 0.12, np.array([215.0, 120.0, 130.0]), rng.uniform(0.5, 0.8))
     if species in (0, 2, 5):  # silver fish get a bright sheen just below the midline
         _band(ramp, body, 0.2, 0.15, np.array([235.0, 238.0, 240.0]), rng.uniform(0.2, 0.5))
-    texture = Image.fromarray(np.repeat(np.clip(ramp, 0, 255).astype(np.uint8)[:, None, :], size, axis=1), "RGB")
+    texture = Image.fromarray(
+        np.repeat(np.clip(ramp, 0, 255).astype(np.uint8)[:, None, :], size, axis=1), "RGB"
+    )
 
     colour = Image.new("RGB", (size, size), _rgb(fin))
     alpha = Image.new("L", (size, size), 0)
@@ -467,12 +553,14 @@ def _draw_shrimp(rng: np.random.Generator, size: int) -> tuple[Image.Image, Imag
 
     # Carapace takes the first ~30 % of the arc, then six tapering abdominal segments.
     cuts = [head_a, head_a + span * 0.3] + list(np.linspace(head_a + span * 0.3, tail_a, 7)[1:])
-    for i, (a0, a1) in enumerate(zip(cuts[:-1], cuts[1:])):
+    for i, (a0, a1) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):
         w0 = width0 * (1.0 - 0.55 * (a0 - head_a) / span)
         w1 = width0 * (1.0 - 0.55 * (a1 - head_a) / span)
         arc = np.linspace(a0, a1, 5)
         outer = [ring_point(a, radius + w0 / 2 + (w1 - w0) / 2 * k / 4) for k, a in enumerate(arc)]
-        inner = [ring_point(a, radius - w0 / 2 - (w1 - w0) / 2 * k / 4) for k, a in reversed(list(enumerate(arc)))]
+        inner = [
+            ring_point(a, radius - w0 / 2 - (w1 - w0) / 2 * k / 4) for k, a in reversed(list(enumerate(arc)))
+        ]
         shade = 0.92 + 0.12 * (i % 2) + rng.uniform(-0.04, 0.04)
         poly = outer + inner
         draw_c.polygon(poly, fill=_rgb(np.clip(base * shade, 0, 255)), outline=_rgb(base * 0.6), width=line_w)
@@ -485,10 +573,13 @@ def _draw_shrimp(rng: np.random.Generator, size: int) -> tuple[Image.Image, Imag
     for spread in (-0.5, 0.0, 0.5):
         a = tangent + spread
         end = (tip[0] + fan_len * math.cos(a), tip[1] + fan_len * math.sin(a))
-        side = (a + math.pi / 2)
+        side = a + math.pi / 2
         half = width0 * 0.12
-        blade = [(tip[0] + half * math.cos(side), tip[1] + half * math.sin(side)), end,
-                 (tip[0] - half * math.cos(side), tip[1] - half * math.sin(side))]
+        blade = [
+            (tip[0] + half * math.cos(side), tip[1] + half * math.sin(side)),
+            end,
+            (tip[0] - half * math.cos(side), tip[1] - half * math.sin(side)),
+        ]
         draw_c.polygon(blade, fill=_rgb(base * 0.85), outline=_rgb(base * 0.55))
         draw_a.polygon(blade, fill=230)
 
@@ -573,7 +664,9 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return pattern[None, :, :] * base[:, None, None]
 
 
-def _pose(colour: Image.Image, alpha: Image.Image, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+def _pose(
+    colour: Image.Image, alpha: Image.Image, rng: np.random.Generator, size: int
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """Flip, rotate and shift the canonical drawing.
 
     Returns planar float32 RGB [3, size, size], alpha [size, size] in 0..1 and
@@ -601,7 +694,9 @@ def _shadow(alpha: np.ndarray, offset: tuple[int, int], size: int) -> np.ndarray
     """Soft drop shadow: the alpha mask blurred (down- then up-sampled) and shifted."""
     small = max(4, size // 10)
     img = Image.fromarray(alpha.astype(np.float32))
-    blurred = np.asarray(img.resize((small, small), Image.Resampling.BILINEAR).resize((size, size), Image.Resampling.BILINEAR))
+    blurred = np.asarray(
+        img.resize((small, small), Image.Resampling.BILINEAR).resize((size, size), Image.Resampling.BILINEAR)
+    )
     return np.roll(blurred, (offset[1], offset[0]), axis=(0, 1))
 
 
