@@ -74,7 +74,7 @@ def quantize_int8(fp32: onnx.ModelProto, calibration_images: np.ndarray) -> tupl
     return quantized, calibration
 
 
-def speedup(fp32_bytes: bytes, int8_bytes: bytes, images: np.ndarray, rounds: int = 30) -> dict:
+def speedup(fp32_bytes: bytes, int8_bytes: bytes, images: np.ndarray, rounds: int = 200) -> dict:
     """Median single-image latency of each model on this machine, interleaved so noise hits both alike."""
     sessions = {"fp32": onnx_session(fp32_bytes), "int8": onnx_session(int8_bytes)}
     timings: dict[str, list[float]] = {name: [] for name in sessions}

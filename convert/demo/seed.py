@@ -35,7 +35,6 @@ def seed_registry(tracking_uri: str, model_name: str, samples_dir: Path, log=pri
     """Train the demo model and register it; returns the new Keras version. Samples land in `samples_dir` too,
     for the tests, the benchmark and the UI. `train_options` go to `train.train` (tests train smaller)."""
     result = train.train(log=log, **train_options)
-    log(f"held-out accuracy {result.heldout_accuracy:.1%} after {result.train_seconds:.0f} s")
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment(EXPERIMENT)
     with mlflow.start_run(run_name="train-mobilenetv2-synthetic"), tempfile.TemporaryDirectory() as tmp:
