@@ -50,28 +50,33 @@ def quantize_int8(fp32: onnx.ModelProto, calibration_images: np.ndarray) -> tupl
         source, prepared, output = (Path(tmp) / n for n in ("fp32.onnx", "prep.onnx", "int8.onnx"))
         onnx.save(fp32, source)
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
-        softmax = [n.name for n in onnx.load(prepared).graph.node if n.op_type == "Softmax"]
-        for calibration, (method, options) in CALIBRATIONS.items():
-            try:
-                quantize_static(
-                    str(prepared),
-                    str(output),
-                    _Images(calibration_images),
-                    quant_format=QuantFormat.QDQ,
-                    per_channel=True,
-                    activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8,
-                    calibrate_method=method,
-                    extra_options=options,
-                    nodes_to_exclude=softmax,
-                )
-                break
-            except ValueError:
-                continue
+        calibration = _quantize(prepared, output, calibration_images)
         quantized = onnx.load(output)
     set_metadata(quantized, {p.key: p.value for p in fp32.metadata_props} | {"precision": "int8"})
     quantized.producer_name, quantized.doc_string = fp32.producer_name, fp32.doc_string + " (int8)"
     return quantized, calibration
+
+
+def _quantize(prepared: Path, output: Path, images: np.ndarray) -> str:
+    softmax = [n.name for n in onnx.load(prepared).graph.node if n.op_type == "Softmax"]
+    for name, (method, options) in CALIBRATIONS.items():
+        try:
+            quantize_static(
+                str(prepared),
+                str(output),
+                _Images(images),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=method,
+                extra_options=options,
+                nodes_to_exclude=softmax,
+            )
+            return name
+        except ValueError as exc:  # this calibration cannot handle the data: try the next one
+            failure = exc
+    raise failure
 
 
 def speedup(fp32_bytes: bytes, int8_bytes: bytes, images: np.ndarray, rounds: int = 200) -> dict:
