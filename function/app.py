@@ -1,0 +1,214 @@
+"""The Litestar app: thin routes over one Classifier. Errors are mapped to statuses in one table."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import msgspec
+from anyio import to_thread
+from litestar import Litestar, Request, Response, get, post
+from litestar.datastructures import UploadFile
+from litestar.exceptions import HTTPException
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.status_codes import HTTP_200_OK
+
+from function import images, metrics
+from function.classifier import Classifier, ModelInvalid
+from function.model_source import ModelSource, ModelUnavailable, fetch
+from function.settings import Settings
+
+log = logging.getLogger("function")
+
+
+class ModelNotReady(RuntimeError):
+    """The model is still loading, or failed to load."""
+
+
+class MissingFile(ValueError):
+    """The request did not carry an image in the multipart field `file`."""
+
+
+class PredictionResponse(msgspec.Struct):
+    class_: str = msgspec.field(name="class")
+    confidence: float
+    all_predictions: dict[str, float]
+    prediction_time: float  # seconds, decode + inference, as the team's plan reports it
+    prediction_id: str
+    model_version: str
+
+
+class Health(msgspec.Struct):
+    status: str
+    model_loaded: bool
+    reason: str | None = None
+
+
+class ModelInfo(msgspec.Struct):
+    name: str
+    version: str
+    alias: str | None
+    uri: str
+    served_from_cache: bool
+    classes: list[str]
+    input_size: list[int]
+    input_scaling: str
+    precision: str
+    source_model: str
+    source_version: str
+    revision: str | None
+    service: str | None
+    configuration: str | None
+
+
+@dataclass
+class ModelSlot:
+    """The one model, loaded in the background so the server answers /health (503) while it loads."""
+
+    classifier: Classifier | None = None
+    source: ModelSource | None = None
+    error: str | None = None
+    loaded: threading.Event = field(default_factory=threading.Event)
+
+    def get(self) -> tuple[Classifier, ModelSource]:
+        if self.classifier is None or self.source is None:
+            raise ModelNotReady(self.error or "the model is still loading")
+        return self.classifier, self.source
+
+
+def load_model(settings: Settings, slot: ModelSlot) -> None:
+    try:
+        source = fetch(settings.model_uri, settings.tracking_uri, settings.cache_dir)
+        slot.classifier, slot.source = Classifier(source.path, settings.threads), source
+        card = slot.classifier.card
+        metrics.MODEL_INFO.labels(source.name, source.version, card.precision, card.source_version).set(1)
+        log.info(
+            "serving %s version %s%s",
+            source.name,
+            source.version,
+            " (from cache)" if source.from_cache else "",
+        )
+    except (ModelUnavailable, ModelInvalid) as exc:
+        slot.error = str(exc)
+        log.error("no model: %s", exc)
+    finally:
+        slot.loaded.set()
+
+
+def problem(status: int, title: str):
+    def handler(request: Request, exc: Exception) -> Response:
+        detail = exc.detail if isinstance(exc, HTTPException) else str(exc)
+        body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+        return Response(body, status_code=status, media_type="application/problem+json")
+
+    return handler
+
+
+ERRORS = {
+    images.ImageTooLarge: problem(413, "Image too large"),
+    images.UnsupportedImage: problem(415, "Unsupported image"),
+    images.CorruptImage: problem(422, "Corrupt image"),
+    MissingFile: problem(422, "No image in the request"),
+    ModelNotReady: problem(503, "Model not ready"),
+}
+
+
+def create_app(settings: Settings) -> Litestar:
+    slot = ModelSlot()
+
+    def start_loading() -> None:
+        # Worker threads decode and infer; more of them than CPUs only queues work inside the process.
+        to_thread.current_default_thread_limiter().total_tokens = max(2, settings.threads)
+        threading.Thread(target=load_model, args=(settings, slot), name="model-loader", daemon=True).start()
+
+    @post("/predict", status_code=HTTP_200_OK, summary="Classify one image (multipart field 'file')")
+    async def predict(request: Request, top_k: int | None = None) -> PredictionResponse:
+        classifier, source = slot.get()
+        data = await _upload(request)
+        prediction, seconds = await _run(classifier, data, settings)
+        ranked = prediction.probabilities
+        if top_k:
+            ranked = dict(list(ranked.items())[:top_k])
+        return PredictionResponse(
+            class_=prediction.class_name,
+            confidence=prediction.confidence,
+            all_predictions=ranked,
+            prediction_time=seconds,
+            prediction_id=str(uuid.uuid4()),
+            model_version=source.version,
+        )
+
+    @get("/health", summary="Readiness: 200 once the model is loaded, 503 with a reason before")
+    async def health() -> Response[Health]:
+        if slot.classifier is not None:
+            return Response(Health("healthy", True))
+        reason = slot.error or "the model is still loading"
+        return Response(Health("unavailable", False, reason), status_code=503)
+
+    @get("/model_info", summary="The model being served and the Knative revision serving it")
+    async def model_info() -> ModelInfo:
+        classifier, source = slot.get()
+        card = classifier.card
+        return ModelInfo(
+            name=source.name,
+            version=source.version,
+            alias=source.alias,
+            uri=source.uri,
+            served_from_cache=source.from_cache,
+            classes=list(card.class_names),
+            input_size=list(card.input_size),
+            input_scaling=card.input_scaling,
+            precision=card.precision,
+            source_model=card.source_model,
+            source_version=card.source_version,
+            revision=settings.k_revision,
+            service=settings.k_service,
+            configuration=settings.k_configuration,
+        )
+
+    prometheus = PrometheusConfig(app_name="fish-function", prefix="http", group_path=True)
+    app = Litestar(
+        route_handlers=[predict, health, model_info, PrometheusController],
+        middleware=[prometheus.middleware],
+        exception_handlers=ERRORS,
+        on_startup=[start_loading],
+        request_max_body_size=settings.max_upload_bytes + 64 * 1024,  # multipart framing around the file
+    )
+    app.state.model_slot = slot
+    return app
+
+
+async def _upload(request: Request) -> bytes:
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise images.UnsupportedImage(
+            f"send the image as multipart/form-data in a field named 'file' (got {content_type or 'no content type'})"
+        )
+    form = await request.form()
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        fields = ", ".join(sorted(form.keys())) or "none"
+        raise MissingFile(f"no file in the multipart field 'file' (fields sent: {fields})")
+    return await upload.read()
+
+
+async def _run(classifier: Classifier, data: bytes, settings: Settings):
+    def work():
+        started = time.perf_counter()
+        try:
+            pixels = images.decode(data, classifier.card.input_size, settings.max_pixels)
+        except images.ImageRejected as exc:
+            metrics.REJECTED_IMAGES.labels(type(exc).__name__).inc()
+            raise
+        prediction = classifier.classify(pixels)
+        seconds = time.perf_counter() - started
+        metrics.PREDICTION_LATENCY.observe(seconds)
+        metrics.PREDICTIONS.labels(
+            prediction.class_name, metrics.confidence_bucket(prediction.confidence)
+        ).inc()
+        return prediction, seconds
+
+    return await to_thread.run_sync(work)

@@ -1,0 +1,86 @@
+"""One ONNX model, one onnxruntime session: uint8 RGB image in, named probabilities out. No HTTP here."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+INPUT_NAME = "image"
+
+
+class ModelInvalid(RuntimeError):
+    """The ONNX file does not follow the contract (uint8 [batch, H, W, 3] in, metadata with class names)."""
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What the ONNX file says about itself."""
+
+    class_names: tuple[str, ...]
+    input_size: tuple[int, int]  # (height, width)
+    source_model: str
+    source_version: str
+    input_scaling: str
+    precision: str
+
+
+@dataclass(frozen=True)
+class Prediction:
+    class_name: str
+    confidence: float
+    probabilities: dict[str, float]  # every class, highest first
+    inference_ms: float
+
+
+class Classifier:
+    def __init__(self, path: Path, threads: int):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime's own error types
+            raise ModelInvalid(f"onnxruntime cannot load {path.name}: {str(exc).splitlines()[0]}") from exc
+        self.card = _read_card(self._session)
+
+    def classify(self, image: np.ndarray) -> Prediction:
+        """Probabilities for one RGB uint8 image already at the model's input size."""
+        started = time.perf_counter()
+        (probabilities,) = self._session.run(None, {INPUT_NAME: image[None]})[0]
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        order = np.argsort(probabilities)[::-1]
+        names = self.card.class_names
+        ranked = {names[i]: float(probabilities[i]) for i in order}
+        best = int(order[0])
+        return Prediction(names[best], float(probabilities[best]), ranked, elapsed_ms)
+
+
+def _read_card(session: ort.InferenceSession) -> ModelCard:
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or inputs[0].name != INPUT_NAME or inputs[0].type != "tensor(uint8)":
+        raise ModelInvalid("the model's input must be one uint8 tensor named 'image'")
+    shape = inputs[0].shape
+    if len(shape) != 4 or shape[3] != 3 or not all(isinstance(d, int) for d in shape[1:3]):
+        raise ModelInvalid(f"the model's input shape {shape} is not [batch, H, W, 3] with a fixed H and W")
+    meta = session.get_modelmeta().custom_metadata_map
+    try:
+        names = tuple(json.loads(meta["class_names"]))
+    except (KeyError, ValueError) as exc:
+        raise ModelInvalid("the model's metadata has no JSON class_names list") from exc
+    outputs = session.get_outputs()[0].shape
+    if len(outputs) != 2 or outputs[1] != len(names):
+        raise ModelInvalid(f"the model outputs {outputs} but names {len(names)} classes")
+    return ModelCard(
+        class_names=names,
+        input_size=(int(shape[1]), int(shape[2])),
+        source_model=meta.get("source_model", ""),
+        source_version=meta.get("source_version", ""),
+        input_scaling=meta.get("input_scaling", ""),
+        precision=meta.get("precision", "fp32"),
+    )

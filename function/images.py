@@ -1,0 +1,75 @@
+"""Uploaded bytes -> orientation-fixed RGB uint8 array at the model's size, or a domain error saying why not."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+Image.MAX_IMAGE_PIXELS = None  # the pixel limit is ours (ImageTooLarge), checked before decoding
+
+FORMATS = "JPEG, PNG, WebP, GIF, BMP or TIFF"
+
+
+class ImageRejected(ValueError):
+    """The upload is not an image this function can classify (the client's fault)."""
+
+
+class UnsupportedImage(ImageRejected):
+    """Not an image at all, or a format Pillow cannot read."""
+
+
+class CorruptImage(ImageRejected):
+    """Recognised as an image, but truncated or damaged."""
+
+
+class ImageTooLarge(ImageRejected):
+    """More pixels than the configured limit (a decompression bomb, or just too big)."""
+
+
+def decode(data: bytes, size: tuple[int, int], max_pixels: int) -> np.ndarray:
+    """RGB uint8 [H, W, 3] at `size` = (height, width): EXIF orientation applied, first frame of animations,
+    alpha composited on white, 16-bit and CMYK converted, JPEGs decoded at reduced scale when large."""
+    if not data:
+        raise UnsupportedImage("the file is empty")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as exc:
+        raise UnsupportedImage(f"the file is not an image this service can read ({FORMATS})") from exc
+    except Exception as exc:  # Pillow raises many types on damaged headers; all of them mean a bad upload
+        raise CorruptImage("the image's header is truncated or corrupt") from exc
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"the image has {width}x{height} pixels, more than the limit of {max_pixels:,}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns on odd EXIF; the pixels are what matter
+            rgb = _to_rgb(image, size)
+    except Exception as exc:  # as above: whatever Pillow raises on damaged pixel data
+        raise CorruptImage(f"the {image.format or 'image'} file is truncated or corrupt") from exc
+    return np.asarray(rgb.resize((size[1], size[0]), Image.Resampling.BILINEAR))
+
+
+def _to_rgb(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    if image.format == "JPEG":
+        # Let libjpeg decode at 1/2, 1/4 or 1/8 scale, still at least the model's size: a 12 MP photo
+        # costs a fraction of a full decode.
+        image.draft("RGB", (size[1], size[0]))
+    image.seek(0)
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        image = _sixteen_bit_to_l(image)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _sixteen_bit_to_l(image: Image.Image) -> Image.Image:
+    """Pillow's own conversion clips 16-bit values at 255; scale the full range down instead."""
+    pixels = np.asarray(image, dtype=np.float64)
+    top = 65535.0 if pixels.max() > 255 else 255.0
+    return Image.fromarray(np.clip(pixels * (255.0 / top), 0, 255).astype(np.uint8), mode="L")

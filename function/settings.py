@@ -1,0 +1,63 @@
+"""Configuration, parsed once from an environment mapping (tests pass a dict instead of patching os.environ)."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MODEL_URI = "models:/fish-classification-mobilenetv2@onnx"
+
+
+@dataclass(frozen=True)
+class Settings:
+    port: int = 8080
+    model_uri: str = DEFAULT_MODEL_URI
+    tracking_uri: str | None = None
+    database_url: str | None = None
+    cache_dir: Path = Path("/tmp/fish-function/models")
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 40_000_000  # a 12 MP phone photo passes; a decompression bomb does not
+    threads: int = 1
+    k_service: str | None = None
+    k_revision: str | None = None
+    k_configuration: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        return cls(
+            port=int(env.get("PORT", "8080")),
+            model_uri=env.get("MODEL_URI", DEFAULT_MODEL_URI),
+            tracking_uri=env.get("MLFLOW_TRACKING_URI"),
+            database_url=env.get("DATABASE_URL") or None,
+            cache_dir=Path(env.get("MODEL_CACHE_DIR", "/tmp/fish-function/models")),
+            max_upload_bytes=int(env.get("MAX_UPLOAD_BYTES", str(10 * 1024 * 1024))),
+            max_pixels=int(env.get("MAX_IMAGE_PIXELS", "40000000")),
+            threads=int(env.get("THREADS", "0")) or available_cpus(),
+            k_service=env.get("K_SERVICE"),
+            k_revision=env.get("K_REVISION"),
+            k_configuration=env.get("K_CONFIGURATION"),
+        )
+
+
+def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this container may use: the cgroup quota if one is set, not the host's core count."""
+    cpus = len(os.sched_getaffinity(0))
+    quota = _cgroup_quota(cgroup_root)
+    return max(1, min(cpus, math.ceil(quota))) if quota else cpus
+
+
+def _cgroup_quota(root: Path) -> float | None:
+    try:  # cgroup v2: "max 100000" or "150000 100000"
+        quota, period = (root / "cpu.max").read_text().split()
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:  # cgroup v1
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota <= 0 else quota / period
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,146 @@
+"""The Litestar app on a tiny ONNX model: every endpoint, and a corpus of bad requests (4xx, never 5xx)."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pytest
+from litestar.testing import TestClient
+from PIL import Image
+
+from function.app import create_app
+from function.settings import Settings
+from tests import tiny_onnx
+
+
+def jpeg(colour, size=(64, 48)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def wait_ready(client: TestClient, timeout_s: float = 10):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        response = client.get("/health")
+        if response.status_code == 200:
+            return response
+        time.sleep(0.02)
+    raise AssertionError(f"not ready: {response.json()}")
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return tiny_onnx.build(tmp_path_factory.mktemp("model") / "tiny.onnx")
+
+
+@pytest.fixture
+def client(model_path, tmp_path):
+    env = {
+        "MODEL_URI": str(model_path),
+        "MAX_UPLOAD_BYTES": "200000",
+        "K_REVISION": "fish-00007",
+        "K_SERVICE": "fish",
+    }
+    with TestClient(create_app(Settings.from_env(env))) as client:
+        wait_ready(client)
+        yield client
+
+
+def test_predict_answers_200_with_the_team_contract(client):
+    response = client.post("/predict", files={"file": ("fish.jpg", jpeg((20, 30, 220)), "image/jpeg")})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["class"] == "blue" and body["confidence"] == max(body["all_predictions"].values())
+    assert list(body["all_predictions"]) == ["blue", "green", "red"] or body["all_predictions"]["blue"] > 0.5
+    assert abs(sum(body["all_predictions"].values()) - 1) < 1e-5
+    assert (
+        0 < body["prediction_time"] < 5
+        and body["model_version"] == "local"
+        and len(body["prediction_id"]) == 36
+    )
+
+
+def test_top_k_limits_the_list(client):
+    body = client.post("/predict?top_k=1", files={"file": ("f.png", jpeg((220, 10, 10)), "image/png")}).json()
+    assert body["class"] == "red" and list(body["all_predictions"]) == ["red"]
+
+
+def test_health_and_model_info(client):
+    assert client.get("/health").json() == {"status": "healthy", "model_loaded": True, "reason": None}
+    info = client.get("/model_info").json()
+    assert info["classes"] == tiny_onnx.CLASSES and info["input_size"] == [8, 8]
+    assert info["source_version"] == "7" and info["revision"] == "fish-00007" and info["service"] == "fish"
+
+
+def test_metrics_count_predictions_and_requests(client):
+    client.post("/predict", files={"file": ("f.jpg", jpeg((10, 200, 10)), "image/jpeg")})
+    text = client.get("/metrics").text
+    assert 'predictions_total{class="green",confidence_bucket=' in text
+    assert "prediction_latency_seconds_bucket" in text and "http_requests_total" in text
+    assert 'model_info{name="tiny"' in text
+
+
+def test_openapi_documents_every_endpoint(client):
+    paths = client.get("/schema/openapi.json").json()["paths"]
+    assert {"/predict", "/health", "/model_info"} <= set(paths)
+
+
+BAD_REQUESTS = [
+    ("empty file", {"files": {"file": ("a.jpg", b"", "image/jpeg")}}, 415),
+    ("text file", {"files": {"file": ("a.txt", b"just words", "text/plain")}}, 415),
+    ("truncated jpeg", {"files": {"file": ("a.jpg", jpeg((1, 2, 3), (300, 300))[:400], "image/jpeg")}}, 422),
+    ("wrong field", {"files": {"image": ("a.jpg", jpeg((1, 2, 3)), "image/jpeg")}}, 422),
+    (
+        "form without file",
+        {"data": {"file": "not a file"}, "files": {"other": ("x", b"x", "text/plain")}},
+        422,
+    ),
+    ("json body", {"json": {"file": "x"}}, 415),
+    ("no body", {}, 415),
+    ("too large upload", {"files": {"file": ("a.bin", b"\xff" * 400_000, "image/jpeg")}}, 413),
+]
+
+
+@pytest.mark.parametrize(("what", "request_kwargs", "status"), BAD_REQUESTS, ids=[r[0] for r in BAD_REQUESTS])
+def test_bad_requests_get_a_clear_4xx(client, what, request_kwargs, status):
+    response = client.post("/predict", **request_kwargs)
+    assert response.status_code == status, response.text
+    assert response.json()["detail"]
+    assert client.get("/health").status_code == 200  # and the service keeps serving
+
+
+def test_decompression_bomb_is_413(model_path):
+    buffer = io.BytesIO()
+    Image.new("L", (3000, 3000)).save(buffer, "PNG")  # 9 MP of zeros compresses to a few KB
+    settings = Settings.from_env({"MODEL_URI": str(model_path), "MAX_IMAGE_PIXELS": "4000000"})
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client)
+        response = client.post("/predict", files={"file": ("bomb.png", buffer.getvalue(), "image/png")})
+    assert response.status_code == 413 and "pixels" in response.json()["detail"]
+
+
+def test_health_is_503_with_a_reason_when_the_model_cannot_load(tmp_path):
+    settings = Settings.from_env({"MODEL_URI": str(tmp_path / "missing.onnx")})
+    with TestClient(create_app(settings)) as client:
+        deadline = time.monotonic() + 5
+        while client.app.state.model_slot.loaded.is_set() is False and time.monotonic() < deadline:
+            time.sleep(0.01)
+        health = client.get("/health")
+        assert health.status_code == 503 and "missing.onnx" in health.json()["reason"]
+        predict = client.post("/predict", files={"file": ("a.jpg", jpeg((1, 2, 3)), "image/jpeg")})
+        assert predict.status_code == 503
+
+
+def test_served_probabilities_match_onnxruntime_directly(client, model_path):
+    import onnxruntime as ort
+
+    image = np.random.default_rng(1).integers(0, 255, (8, 8, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "PNG")
+    body = client.post("/predict", files={"file": ("a.png", buffer.getvalue(), "image/png")}).json()
+    want = ort.InferenceSession(str(model_path)).run(None, {"image": image[None]})[0][0]
+    for name, p in zip(tiny_onnx.CLASSES, want, strict=True):
+        assert abs(body["all_predictions"][name] - p) < 1e-6
