@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import msgspec
 from anyio import to_thread
@@ -19,6 +21,7 @@ from litestar.status_codes import HTTP_200_OK
 from function import images, metrics
 from function.classifier import Classifier, ModelInvalid
 from function.model_source import ModelSource, ModelUnavailable, fetch
+from function.prediction_log import NullLog, PostgresLog, Row
 from function.settings import Settings
 
 log = logging.getLogger("function")
@@ -116,19 +119,44 @@ ERRORS = {
 }
 
 
-def create_app(settings: Settings) -> Litestar:
+SHUTDOWN_FLUSH_S = 10.0  # inside Knative's default 30 s grace period, after in-flight requests finish
+
+
+def create_app(settings: Settings, prediction_log: NullLog | PostgresLog | None = None) -> Litestar:
     slot = ModelSlot()
+    if prediction_log is None:
+        prediction_log = PostgresLog(settings.database_url) if settings.database_url else NullLog()
 
     def start_loading() -> None:
         # Worker threads decode and infer; more of them than CPUs only queues work inside the process.
         to_thread.current_default_thread_limiter().total_tokens = max(2, settings.threads)
         threading.Thread(target=load_model, args=(settings, slot), name="model-loader", daemon=True).start()
 
+    async def flush_log() -> None:
+        await prediction_log.stop(SHUTDOWN_FLUSH_S)
+
     @post("/predict", status_code=HTTP_200_OK, summary="Classify one image (multipart field 'file')")
     async def predict(request: Request, top_k: int | None = None) -> PredictionResponse:
         classifier, source = slot.get()
         data = await _upload(request)
-        prediction, seconds = await _run(classifier, data, settings)
+        prediction, seconds, digest = await _run(classifier, data, settings)
+        prediction_id = uuid.uuid4()
+        prediction_log.record(
+            Row(
+                id=prediction_id,
+                created_at=datetime.now(UTC),
+                image_sha256=digest,
+                predicted_class=prediction.class_name,
+                confidence=prediction.confidence,
+                probabilities=prediction.probabilities,
+                model_name=source.name,
+                model_version=source.version,
+                revision=settings.k_revision,
+                latency_ms=seconds * 1000,
+                source="http",
+                request_id=request.headers.get("x-request-id"),
+            )
+        )
         ranked = prediction.probabilities
         if top_k:
             ranked = dict(list(ranked.items())[:top_k])
@@ -137,7 +165,7 @@ def create_app(settings: Settings) -> Litestar:
             confidence=prediction.confidence,
             all_predictions=ranked,
             prediction_time=seconds,
-            prediction_id=str(uuid.uuid4()),
+            prediction_id=str(prediction_id),
             model_version=source.version,
         )
 
@@ -174,10 +202,12 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=[predict, health, model_info, PrometheusController],
         middleware=[prometheus.middleware],
         exception_handlers=ERRORS,
-        on_startup=[start_loading],
+        on_startup=[start_loading, prediction_log.start],
+        on_shutdown=[flush_log],
         request_max_body_size=settings.max_upload_bytes + 64 * 1024,  # multipart framing around the file
     )
     app.state.model_slot = slot
+    app.state.prediction_log = prediction_log
     return app
 
 
@@ -209,6 +239,6 @@ async def _run(classifier: Classifier, data: bytes, settings: Settings):
         metrics.PREDICTIONS.labels(
             prediction.class_name, metrics.confidence_bucket(prediction.confidence)
         ).inc()
-        return prediction, seconds
+        return prediction, seconds, hashlib.sha256(data).hexdigest()
 
     return await to_thread.run_sync(work)

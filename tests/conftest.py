@@ -34,6 +34,16 @@ def fish_registry(tracking_uri, tmp_path_factory):
     return name, version, samples_dir
 
 
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """A real PostgreSQL server (pgserver) for the session; tests may stop and start it."""
+    from tests.postgres import Postgres
+
+    server = Postgres(tmp_path_factory.mktemp("pg"))
+    yield server
+    server.close()
+
+
 @pytest.fixture
 def model_name(request):
     """A registered-model name of the test's own, so tests sharing the server never see each other's versions."""

@@ -1,0 +1,26 @@
+"""A real PostgreSQL server for tests (pgserver: no root, no system service), which tests can stop and start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pgserver
+from pgserver._commands import pg_ctl
+
+
+class Postgres:
+    def __init__(self, folder: Path):
+        self._server = pgserver.get_server(folder, cleanup_mode="stop")
+        self.url = self._server.get_uri()
+        self._socket_dir = parse_qs(urlparse(self.url).query)["host"][0]
+
+    def stop(self) -> None:
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self._server.pgdata, user=self._server.system_user)
+
+    def start(self) -> None:
+        args = ["-w", "-o", '-h ""', "-o", f"-k {self._socket_dir}", "-l", str(self._server.log), "start"]
+        pg_ctl(args, pgdata=self._server.pgdata, user=self._server.system_user)
+
+    def close(self) -> None:
+        self._server.cleanup()

@@ -1,0 +1,138 @@
+"""The prediction log against a real PostgreSQL: rows written, a database stopped mid-burst loses nothing,
+a full queue drops and counts, shutdown flushes."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+
+import psycopg
+import pytest
+from litestar.testing import TestClient
+from PIL import Image
+
+from function import prediction_log
+from function.app import create_app
+from function.prediction_log import PostgresLog
+from function.settings import Settings
+from tests import tiny_onnx
+
+
+def png(colour) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (12, 12), colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return tiny_onnx.build(tmp_path_factory.mktemp("model") / "tiny.onnx")
+
+
+def serve(model_path, log: PostgresLog) -> TestClient:
+    settings = Settings.from_env({"MODEL_URI": str(model_path), "K_REVISION": "fish-00003"})
+    return TestClient(create_app(settings, prediction_log=log))
+
+
+def wait_healthy(client):
+    deadline = time.monotonic() + 10
+    while client.get("/health").status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def predict(client, n: int, colour=(200, 10, 10)) -> list[str]:
+    ids = []
+    for i in range(n):
+        response = client.post(
+            "/predict", files={"file": ("a.png", png((colour[0], i % 50, 10)), "image/png")}
+        )
+        assert response.status_code == 200, response.text
+        ids.append(response.json()["prediction_id"])
+    return ids
+
+
+def rows(url: str, ids: list[str]) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT id::text, predicted_class, model_version, revision, image_sha256, probabilities, source "
+            "FROM predictions WHERE id = ANY(%s::uuid[])",
+            (ids,),
+        ).fetchall()
+
+
+def wait_rows(url: str, ids: list[str], timeout_s: float = 30) -> list[tuple]:
+    deadline = time.monotonic() + timeout_s
+    while len(found := rows(url, ids)) < len(ids):
+        assert time.monotonic() < deadline, f"{len(found)} of {len(ids)} rows written"
+        time.sleep(0.1)
+    return found
+
+
+def test_every_prediction_becomes_a_row(model_path, postgres):
+    with serve(model_path, PostgresLog(postgres.url)) as client:
+        wait_healthy(client)
+        ids = predict(client, 20)
+        found = wait_rows(postgres.url, ids)
+    assert {r[0] for r in found} == set(ids)
+    _, predicted, version, revision, digest, probabilities, source = found[0]
+    assert predicted == "red" and version == "local" and revision == "fish-00003" and source == "http"
+    assert len(digest) == 64 and set(probabilities) == set(tiny_onnx.CLASSES)
+    first_image = hashlib.sha256(png((200, 0, 10))).hexdigest()
+    assert first_image in {r[4] for r in found}
+
+
+def test_database_stopped_during_a_burst_loses_nothing(model_path, postgres):
+    failures_before = prediction_log.WRITE_FAILURES._value.get()
+    with serve(model_path, PostgresLog(postgres.url)) as client:
+        wait_healthy(client)
+        ids = predict(client, 5)
+        wait_rows(postgres.url, ids)
+        postgres.stop()
+        try:
+            started = time.monotonic()
+            ids += predict(client, 60)  # every one answered while the database is down
+            burst_seconds = time.monotonic() - started
+            time.sleep(0.5)
+            assert prediction_log.WRITE_FAILURES._value.get() > failures_before
+            assert "prediction_log_queue_depth" in client.get("/metrics").text
+        finally:
+            postgres.start()
+        found = wait_rows(postgres.url, ids)
+    assert len(found) == len(ids) == 65
+    assert burst_seconds < 30  # predictions never waited on the database's connect timeout
+
+
+def test_full_queue_drops_and_counts(model_path, postgres):
+    dropped_before = prediction_log.DROPPED._value.get()
+    postgres.stop()
+    try:
+        with serve(model_path, PostgresLog(postgres.url, capacity=5)) as client:
+            wait_healthy(client)
+            predict(client, 12)
+            assert prediction_log.DROPPED._value.get() - dropped_before >= 6
+            assert "prediction_log_dropped_total" in client.get("/metrics").text
+    finally:
+        postgres.start()
+
+
+def test_shutdown_flushes_the_queue(model_path, postgres):
+    """Rows queued while the database was down are written during shutdown, not lost with the process."""
+    with serve(model_path, PostgresLog(postgres.url)) as client:
+        wait_healthy(client)
+        postgres.stop()
+        try:
+            ids = predict(client, 30)
+            assert rows_unreachable(postgres.url)
+        finally:
+            postgres.start()
+    assert len(rows(postgres.url, ids)) == 30  # the app has shut down; every row is already there
+
+
+def rows_unreachable(url: str) -> bool:
+    try:
+        psycopg.connect(url, connect_timeout=1).close()
+    except psycopg.OperationalError:
+        return True
+    return False
