@@ -1,5 +1,6 @@
 """The quickstart's first command: a local MLflow server, the demo model registered as the training DAG
-leaves it, converted to ONNX (fp32 and int8), and the registered versions shown.
+leaves it, converted to ONNX (fp32 and int8), the registered versions shown, and the function serving the
+`onnx` alias on http://127.0.0.1:8080 with an embedded PostgreSQL prediction log.
 
 Runs again in seconds: the server is reused if it answers, training is skipped if a Keras version exists,
 and the converter is idempotent.
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -28,10 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fish-demo", description=__doc__)
     parser.add_argument("--home", type=Path, default=Path(os.environ.get("DEMO_HOME", ".demo")))
     parser.add_argument("--port", type=int, default=int(os.environ.get("DEMO_MLFLOW_PORT", "5000")))
-    parser.add_argument("--stop", action="store_true", help="stop the demo's MLflow server and exit")
+    parser.add_argument(
+        "--function-port", type=int, default=int(os.environ.get("DEMO_FUNCTION_PORT", "8080"))
+    )
+    parser.add_argument("--stop", action="store_true", help="stop the demo's servers and exit")
     args = parser.parse_args(argv)
     url = f"http://127.0.0.1:{args.port}"
     if args.stop:
+        stop_function(args.home)
+        stop_postgres(args.home)
         return stop_server(args.home)
     ensure_server(args.home, args.port, url)
     ensure_keras_version(url, args.home / "samples")
@@ -40,8 +48,15 @@ def main(argv: list[str] | None = None) -> int:
         # The gate did its job; the fp32 version still serves, so the demo goes on.
         console.print("[yellow]The int8 version did not pass its accuracy gate: only fp32 is registered.[/]")
     console.print(versions_table(url))
-    console.print(f"MLflow UI: {url}   samples: {args.home / 'samples'}   stop the server: ./taskw demo:stop")
-    return code
+    if code != 0:
+        return code
+    database_url = ensure_postgres(args.home)
+    function_url = start_function(args.home, args.function_port, url, database_url)
+    sample = next(iter(sorted((args.home / "samples").rglob("*.jpg"))), None)
+    console.print(f"MLflow UI: {url}   function: {function_url}   stop everything: ./taskw demo:stop")
+    if sample:
+        console.print(f"Try it:\n  curl -F file=@{sample} {function_url}/predict")
+    return 0
 
 
 def ensure_server(home: Path, port: int, url: str) -> None:
@@ -91,6 +106,54 @@ def versions_table(url: str) -> Table:
         table.add_row(v.version, t.get("format", "keras"), t.get("precision", ""), source,
                       ", ".join(sorted(by_version.get(str(v.version), []))), checks)  # fmt: skip
     return table
+
+
+def ensure_postgres(home: Path) -> str:
+    """An embedded PostgreSQL (pgserver) under home/postgres that outlives this command."""
+    import pgserver
+
+    server = pgserver.get_server(home / "postgres", cleanup_mode=None)
+    console.print(f"[green]✓[/] PostgreSQL for the prediction log at {home / 'postgres'}")
+    return server.get_uri()
+
+
+def stop_postgres(home: Path) -> None:
+    if not (home / "postgres" / "postmaster.pid").exists():
+        return
+    import pgserver
+    from pgserver._commands import pg_ctl
+
+    server = pgserver.get_server(home / "postgres", cleanup_mode=None)
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+    console.print("demo PostgreSQL stopped")
+
+
+def start_function(home: Path, port: int, tracking_uri: str, database_url: str) -> str:
+    """(Re)start the function in the background so it serves what the alias points at now."""
+    stop_function(home)
+    env = {**os.environ, "PORT": str(port), "MLFLOW_TRACKING_URI": tracking_uri, "DATABASE_URL": database_url,
+           "MODEL_CACHE_DIR": str((home / "model-cache").resolve())}  # fmt: skip
+    log = (home / "function.log").open("ab")
+    process = subprocess.Popen([sys.executable, "-m", "function"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    (home / "function.pid").write_text(str(process.pid))
+    url = f"http://127.0.0.1:{port}"
+    with console.status(f"Starting the function on {url}…"):
+        deadline = time.monotonic() + 60
+        while not mlflow_server.is_healthy(url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the function did not start; see {home / 'function.log'}")
+            time.sleep(0.1)
+    console.print(f"[green]✓[/] Function serving the 'onnx' alias at {url} (pid {process.pid})")
+    return url
+
+
+def stop_function(home: Path) -> None:
+    pid_file = home / "function.pid"
+    if pid_file.exists():
+        if mlflow_server.stop_group(int(pid_file.read_text())):
+            console.print("demo function stopped")
+        pid_file.unlink()
 
 
 def stop_server(home: Path) -> int:
