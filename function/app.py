@@ -15,6 +15,7 @@ from anyio import to_thread
 from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import UploadFile
 from litestar.exceptions import HTTPException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.status_codes import HTTP_200_OK
 
@@ -42,6 +43,34 @@ class PredictionResponse(msgspec.Struct):
     prediction_time: float  # seconds, decode + inference, as the team's plan reports it
     prediction_id: str
     model_version: str
+
+
+class Problem(msgspec.Struct):
+    """RFC 9457 problem details: what was wrong, in words a client can act on."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+
+
+def _problem_spec(description: str) -> ResponseSpec:
+    return ResponseSpec(
+        data_container=Problem,
+        description=description,
+        media_type="application/problem+json",
+        generate_examples=False,
+    )
+
+
+PREDICT_ERRORS = {
+    413: _problem_spec(
+        "Upload larger than MAX_UPLOAD_BYTES, or image with more pixels than MAX_IMAGE_PIXELS"
+    ),
+    415: _problem_spec("Empty upload, not an image, or not multipart/form-data"),
+    422: _problem_spec("Truncated or corrupt image, or no multipart field named 'file'"),
+    503: _problem_spec("The model is not loaded (yet)"),
+}
 
 
 class Health(msgspec.Struct):
@@ -135,7 +164,12 @@ def create_app(settings: Settings, prediction_log: NullLog | PostgresLog | None 
     async def flush_log() -> None:
         await prediction_log.stop(SHUTDOWN_FLUSH_S)
 
-    @post("/predict", status_code=HTTP_200_OK, summary="Classify one image (multipart field 'file')")
+    @post(
+        "/predict",
+        status_code=HTTP_200_OK,
+        summary="Classify one image (multipart field 'file')",
+        responses=PREDICT_ERRORS,
+    )
     async def predict(request: Request, top_k: int | None = None) -> PredictionResponse:
         classifier, source = slot.get()
         data = await _upload(request)
@@ -169,14 +203,22 @@ def create_app(settings: Settings, prediction_log: NullLog | PostgresLog | None 
             model_version=source.version,
         )
 
-    @get("/health", summary="Readiness: 200 once the model is loaded, 503 with a reason before")
+    @get(
+        "/health",
+        summary="Readiness: 200 once the model is loaded, 503 with a reason before",
+        responses={503: ResponseSpec(data_container=Health, description="The model is not loaded (yet)")},
+    )
     async def health() -> Response[Health]:
         if slot.classifier is not None:
             return Response(Health("healthy", True))
         reason = slot.error or "the model is still loading"
         return Response(Health("unavailable", False, reason), status_code=503)
 
-    @get("/model_info", summary="The model being served and the Knative revision serving it")
+    @get(
+        "/model_info",
+        summary="The model being served and the Knative revision serving it",
+        responses={503: PREDICT_ERRORS[503]},
+    )
     async def model_info() -> ModelInfo:
         classifier, source = slot.get()
         card = classifier.card

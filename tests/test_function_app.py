@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 
 import numpy as np
 import pytest
@@ -13,22 +12,13 @@ from PIL import Image
 from function.app import create_app
 from function.settings import Settings
 from tests import tiny_onnx
+from tests.readiness import wait_healthy
 
 
 def jpeg(colour, size=(64, 48)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, colour).save(buffer, "JPEG")
     return buffer.getvalue()
-
-
-def wait_ready(client: TestClient, timeout_s: float = 10):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        response = client.get("/health")
-        if response.status_code == 200:
-            return response
-        time.sleep(0.02)
-    raise AssertionError(f"not ready: {response.json()}")
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +35,7 @@ def client(model_path, tmp_path):
         "K_SERVICE": "fish",
     }
     with TestClient(create_app(Settings.from_env(env))) as client:
-        wait_ready(client)
+        wait_healthy(client)
         yield client
 
 
@@ -86,6 +76,10 @@ def test_metrics_count_predictions_and_requests(client):
 def test_openapi_documents_every_endpoint(client):
     paths = client.get("/schema/openapi.json").json()["paths"]
     assert {"/predict", "/health", "/model_info"} <= set(paths)
+    predict = paths["/predict"]["post"]["responses"]
+    assert {"200", "413", "415", "422", "503"} <= set(predict)
+    assert "application/problem+json" in predict["413"]["content"]
+    assert "503" in paths["/health"]["get"]["responses"]
 
 
 BAD_REQUESTS = [
@@ -117,7 +111,7 @@ def test_decompression_bomb_is_413(model_path):
     Image.new("L", (3000, 3000)).save(buffer, "PNG")  # 9 MP of zeros compresses to a few KB
     settings = Settings.from_env({"MODEL_URI": str(model_path), "MAX_IMAGE_PIXELS": "4000000"})
     with TestClient(create_app(settings)) as client:
-        wait_ready(client)
+        wait_healthy(client)
         response = client.post("/predict", files={"file": ("bomb.png", buffer.getvalue(), "image/png")})
     assert response.status_code == 413 and "pixels" in response.json()["detail"]
 
@@ -125,9 +119,7 @@ def test_decompression_bomb_is_413(model_path):
 def test_health_is_503_with_a_reason_when_the_model_cannot_load(tmp_path):
     settings = Settings.from_env({"MODEL_URI": str(tmp_path / "missing.onnx")})
     with TestClient(create_app(settings)) as client:
-        deadline = time.monotonic() + 5
-        while client.app.state.model_slot.loaded.is_set() is False and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert client.app.state.model_slot.loaded.wait(5)
         health = client.get("/health")
         assert health.status_code == 503 and "missing.onnx" in health.json()["reason"]
         predict = client.post("/predict", files={"file": ("a.jpg", jpeg((1, 2, 3)), "image/jpeg")})

@@ -17,6 +17,7 @@ from function.app import create_app
 from function.prediction_log import PostgresLog
 from function.settings import Settings
 from tests import tiny_onnx
+from tests.readiness import wait_healthy
 
 
 def png(colour) -> bytes:
@@ -33,13 +34,6 @@ def model_path(tmp_path_factory):
 def serve(model_path, log: PostgresLog) -> TestClient:
     settings = Settings.from_env({"MODEL_URI": str(model_path), "K_REVISION": "fish-00003"})
     return TestClient(create_app(settings, prediction_log=log))
-
-
-def wait_healthy(client):
-    deadline = time.monotonic() + 10
-    while client.get("/health").status_code != 200:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
 
 
 def predict(client, n: int, colour=(200, 10, 10)) -> list[str]:

@@ -19,7 +19,6 @@ from PIL import Image
 from convert.mlflow_server import free_port
 from tests import tiny_onnx
 
-
 # uvicorn re-raises SIGTERM once its graceful shutdown is done, so a clean stop can also read as -15.
 CLEAN_EXIT = (0, -signal.SIGTERM)
 
@@ -31,7 +30,9 @@ def model_path(tmp_path_factory):
 
 def start(model_path, port: int, **env) -> subprocess.Popen:
     environment = {**os.environ, "PORT": str(port), "MODEL_URI": str(model_path), **env}
-    return subprocess.Popen([sys.executable, "-m", "function"], env=environment, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "function"], env=environment, stderr=subprocess.PIPE, text=True
+    )
 
 
 def wait_ready(port: int, process: subprocess.Popen, timeout_s: float = 30) -> float:
@@ -102,5 +103,7 @@ def test_sigterm_under_load_finishes_in_flight_requests_and_flushes_the_log(mode
     assert code in CLEAN_EXIT and not failed, failed
     assert len(answered) > 20
     with psycopg.connect(postgres.url) as conn:
-        written = conn.execute("SELECT count(*) FROM predictions WHERE id = ANY(%s::uuid[])", (answered,)).fetchone()
+        written = conn.execute(
+            "SELECT count(*) FROM predictions WHERE id = ANY(%s::uuid[])", (answered,)
+        ).fetchone()
     assert written[0] == len(answered)

@@ -16,6 +16,7 @@ from function.app import create_app
 from function.model_source import ModelUnavailable, fetch
 from function.settings import Settings
 from tests.models import register_keras, small_cnn
+from tests.readiness import wait_healthy
 
 CLASSES = ["bream", "mullet", "sprat", "trout"]
 
@@ -74,10 +75,7 @@ def test_served_predictions_match_keras(converted, tracking_uri, tmp_path):
     images = np.random.default_rng(5).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
     want = np.asarray(keras_model(images.astype(np.float32) / 255.0))
     with TestClient(create_app(settings)) as client:
-        deadline = time.monotonic() + 60
-        while client.get("/health").status_code != 200:
-            assert time.monotonic() < deadline, client.get("/health").json()
-            time.sleep(0.05)
+        wait_healthy(client)
         assert client.get("/model_info").json()["version"] == version
         for image, expected in zip(images, want, strict=True):
             buffer = io.BytesIO()
