@@ -1,0 +1,236 @@
+"""task bench: the function (fp32 and int8, prediction log on) against the team's TensorFlow plan and against
+the compute limit, side by side in one run, on the same images and the same load tool (wrk).
+
+Figures: cold start (process start to the first successful /predict, model in the local cache), p50/p99 at
+concurrency 1 for a 640x480 and a 12 MP JPEG, throughput at concurrency 8, peak RSS."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from convert import cli, mlflow_server
+from convert.demo import fishes
+from function import images
+from function.classifier import Classifier
+from function.settings import available_cpus
+from tests.models import register_keras
+from tests.postgres import Postgres
+
+HERE = Path(__file__).parent
+MODEL = "bench-mobilenetv2"
+console = Console(stderr=True)
+
+
+def main() -> int:
+    work = Path(tempfile.mkdtemp(prefix="fish-bench-"))
+    port = mlflow_server.free_port()
+    tracking = f"http://127.0.0.1:{port}"
+    server = mlflow_server.start(work / "mlflow", port)
+    postgres = Postgres(work / "pg")
+    try:
+        photos = make_photos(work)
+        keras_dir = prepare_models(tracking, work)
+        results = {
+            "function fp32": bench_server(function_command(tracking, work, postgres.url, "onnx"), photos),
+            "function int8": bench_server(
+                function_command(tracking, work, postgres.url, "onnx-int8"), photos
+            ),
+            "baseline (TF)": bench_server(baseline_command(keras_dir), photos),
+        }
+        results["compute limit"] = compute_limit(work, photos)
+        print_table(results)
+    finally:
+        mlflow_server.stop(server)
+        postgres.close()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def make_photos(work: Path) -> dict[str, Path]:
+    rng = np.random.default_rng(0)
+    photo = fishes.render(8, rng, size=640).crop((0, 80, 640, 560))  # 640x480
+    paths = {"640x480": work / "640x480.jpg", "12MP": work / "12mp.jpg"}
+    photo.save(paths["640x480"], quality=90)
+    photo.resize((4000, 3000)).save(paths["12MP"], quality=90)
+    return paths
+
+
+def prepare_models(tracking: str, work: Path) -> Path:
+    """MobileNetV2 α 1.0 224x224 registered as the DAG does, converted by our converter (fp32 and int8)."""
+    import keras
+    import mlflow
+
+    with console.status("Registering and converting MobileNetV2 α 1.0 (224x224)…"):
+        model = keras.applications.MobileNetV2(weights=None, alpha=1.0, input_shape=(224, 224, 3), classes=9)
+        x, _ = fishes.make_dataset(4, seed=1, size=224)
+        register_keras(tracking, MODEL, model, list(fishes.SPECIES), samples=x)
+        # Untrained weights: the int8 gate judges accuracy, which this speed benchmark does not need.
+        args = [
+            "--tracking-uri",
+            tracking,
+            "--model",
+            MODEL,
+            "--quantize",
+            "int8",
+            "--min-int8-agreement",
+            "0",
+        ]
+        assert cli.main(args) == 0
+        mlflow.set_tracking_uri(tracking)
+        keras_dir = Path(
+            mlflow.artifacts.download_artifacts(f"models:/{MODEL}/1", dst_path=str(work / "keras"))
+        )
+    return keras_dir
+
+
+def function_command(tracking: str, work: Path, database_url: str, alias: str):
+    env = {"MODEL_URI": f"models:/{MODEL}@{alias}", "MLFLOW_TRACKING_URI": tracking,
+           "MODEL_CACHE_DIR": str(work / "cache"), "DATABASE_URL": database_url}  # fmt: skip
+    return [sys.executable, "-m", "function"], env
+
+
+def baseline_command(keras_dir: Path):
+    env = {
+        "KERAS_MODEL_URI": str(keras_dir),
+        "CLASS_NAMES": ",".join(fishes.SPECIES),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    return [sys.executable, "-m", "tests.bench.baseline_server"], env
+
+
+def bench_server(command, photos: dict[str, Path]) -> dict:
+    argv, env = command
+    warm = start_and_wait(argv, env, photos["640x480"])  # fills the model cache: cold start is measured next
+    stop(warm[0])
+    process, cold_start, port = start_and_wait(argv, env, photos["640x480"])
+    try:
+        url = f"http://127.0.0.1:{port}"
+        figures = {"cold start s": cold_start}
+        for name, photo in photos.items():
+            _, _, p50, p99, _ = wrk(url, photo, connections=1, seconds=8)
+            figures[f"p50 {name} ms"], figures[f"p99 {name} ms"] = p50, p99
+        requests, seconds, _, _, errors = wrk(url, photos["640x480"], connections=8, seconds=12)
+        figures["req/s c=8"] = requests / seconds
+        figures["errors"] = errors
+        figures["peak RSS MB"] = peak_rss_mb(process.pid)
+    finally:
+        stop(process)
+    return figures
+
+
+def start_and_wait(argv, env, photo: Path):
+    port = mlflow_server.free_port()
+    started = time.monotonic()
+    process = subprocess.Popen(argv, env={**os.environ, **env, "PORT": str(port)}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    data = photo.read_bytes()
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{argv} exited with {process.returncode}")
+        try:
+            response = httpx.post(
+                f"http://127.0.0.1:{port}/predict", files={"file": ("a.jpg", data)}, timeout=30
+            )
+            if response.status_code == 200:
+                return process, time.monotonic() - started, port
+        except httpx.TransportError:
+            pass
+        time.sleep(0.01)
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    process.wait(timeout=60)
+
+
+def wrk(url: str, photo: Path, connections: int, seconds: int):
+    done = subprocess.run(
+        ["wrk", "-t", str(min(connections, 2)), "-c", str(connections), "-d", f"{seconds}s", "--latency",
+         "-s", str(HERE / "post.lua"), url],
+        env={**os.environ, "BENCH_IMAGE": str(photo)}, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    line = next(x for x in done.stdout.splitlines() if x.startswith("BENCH "))
+    requests, duration_us, p50, p99, errors = line.split()[1:]
+    return int(requests), int(duration_us) / 1e6, float(p50), float(p99), int(errors)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def compute_limit(work: Path, photos: dict[str, Path]) -> dict:
+    """Decode + resize + onnxruntime in one process, no HTTP, same session settings and thread count."""
+    threads = available_cpus()
+    classifier = Classifier(next((work / "cache" / MODEL).rglob("model.onnx")), threads)
+    size = classifier.card.input_size
+    figures = {}
+    for name, photo in photos.items():
+        data, times = photo.read_bytes(), []
+        for _ in range(60 if name == "640x480" else 15):
+            started = time.perf_counter()
+            classifier.classify(images.decode(data, size, 40_000_000))
+            times.append(time.perf_counter() - started)
+        figures[f"p50 {name} ms"] = statistics.median(times) * 1000
+        figures[f"p99 {name} ms"] = float(np.percentile(times, 99)) * 1000
+    data = photos["640x480"].read_bytes()
+    count, started = 600, time.perf_counter()
+    with ThreadPoolExecutor(max(2, threads)) as pool:
+        list(pool.map(lambda _: classifier.classify(images.decode(data, size, 40_000_000)), range(count)))
+    figures["req/s c=8"] = count / (time.perf_counter() - started)
+    return figures
+
+
+def print_table(results: dict[str, dict]) -> None:
+    columns = ["cold start s", "p50 640x480 ms", "p99 640x480 ms", "p50 12MP ms", "p99 12MP ms", "req/s c=8",
+               "peak RSS MB", "errors"]  # fmt: skip
+    table = Table(
+        title=f"task bench: MobileNetV2 α 1.0 224x224, {os.cpu_count()} CPUs, {available_cpus()} usable"
+    )
+    table.add_column("")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for name, figures in results.items():
+        table.add_row(name, *[_cell(figures.get(c)) for c in columns])
+    base, fp32, int8, limit = (
+        results[k] for k in ("baseline (TF)", "function fp32", "function int8", "compute limit")
+    )
+    ratios = {
+        "cold start, baseline / function (target >= 15)": base["cold start s"] / fp32["cold start s"],
+        "req/s c=8, function / baseline (target >= 15)": fp32["req/s c=8"] / base["req/s c=8"],
+        "req/s c=8, function / compute limit (target >= 0.9)": fp32["req/s c=8"] / limit["req/s c=8"],
+        "p50 640x480, function / compute limit (target <= 1.3)": fp32["p50 640x480 ms"]
+        / limit["p50 640x480 ms"],
+        "p50 12MP, baseline / function (target >= 5)": base["p50 12MP ms"] / fp32["p50 12MP ms"],
+        "peak RSS, baseline / function (target >= 5)": base["peak RSS MB"] / fp32["peak RSS MB"],
+        "req/s c=8, int8 / fp32 (target >= 1.4)": int8["req/s c=8"] / fp32["req/s c=8"],
+    }
+    out = Console(width=160)
+    out.print(table)
+    for name, value in ratios.items():
+        out.print(f"  {name}: {value:.2f}")
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    return f"{value:.0f}" if isinstance(value, int) or value >= 100 else f"{value:.2f}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
