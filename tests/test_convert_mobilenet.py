@@ -42,3 +42,38 @@ def test_mobilenetv2_converts_with_parity(fish_registry, convert_cli, tmp_path):
     got = session.run(None, {"image": images})[0]
     assert np.abs(got - want).max() <= 1e-4 and (got.argmax(1) == want.argmax(1)).all()
     assert len(json.loads(meta["class_names"])) == 9 and meta["source_version"] == keras_version
+
+
+def test_function_serves_the_converted_mobilenetv2_as_keras_predicts(
+    fish_registry, tracking_uri, convert_cli, tmp_path
+):
+    """The served ONNX model and the Keras model agree on the run's sample photos (same class, |Δp| <= 1e-4)."""
+    from litestar.testing import TestClient
+
+    from function.app import create_app
+    from function.settings import Settings
+    from tests.readiness import wait_healthy
+
+    name, keras_version, samples_dir = fish_registry
+    assert convert_cli("--model", name)[0] == 0  # idempotent: converts only if the test above did not run
+    files = samples.image_files(samples_dir)[::40]
+    keras_model = mlflow.keras.load_model(f"models:/{name}/{keras_version}")
+    settings = Settings.from_env(
+        {
+            "MODEL_URI": f"models:/{name}@onnx",
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "MODEL_CACHE_DIR": str(tmp_path),
+        }
+    )
+    with TestClient(create_app(settings)) as client:
+        wait_healthy(client)
+        classes = client.get("/model_info").json()["classes"]
+        size = tuple(client.get("/model_info").json()["input_size"])
+        want = np.asarray(keras_model(samples.load(files, size).astype(np.float32) / 255.0))
+        for path, expected in zip(files, want, strict=True):
+            body = client.post(
+                "/predict", files={"file": (path.name, path.read_bytes(), "image/jpeg")}
+            ).json()
+            got = np.array([body["all_predictions"][c] for c in classes])
+            assert body["class"] == classes[int(expected.argmax())]
+            assert np.abs(got - expected).max() <= 1e-4
