@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -75,8 +76,6 @@ def _local(uri: str) -> ModelSource:
 
 
 def _mlflow_settings() -> None:
-    import os
-
     # Knative restarts are cheap; waiting minutes on MLflow's default retries is not.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")

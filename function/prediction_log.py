@@ -110,15 +110,12 @@ class PostgresLog:
         self._stopping = True
         if self._task:
             try:
-                await asyncio.wait_for(asyncio.shield(self._drain()), timeout_s)
+                await asyncio.wait_for(asyncio.shield(self._queue.join()), timeout_s)
             except TimeoutError:
                 log.error("prediction log: %d rows not written before shutdown", self._queue.qsize())
             self._task.cancel()
         if self._pool:
             await self._pool.close()
-
-    async def _drain(self) -> None:
-        await self._queue.join()
 
     async def _write_forever(self) -> None:
         await self._retry("creating the schema", self._migrate)
