@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import msgspec
@@ -20,16 +19,12 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.status_codes import HTTP_200_OK
 
 from function import images, metrics
-from function.classifier import Classifier, ModelInvalid
-from function.model_source import ModelSource, ModelUnavailable, fetch
+from function.classifier import Classifier
+from function.model_slot import ModelNotReady, ModelSlot
 from function.prediction_log import NullLog, PostgresLog, Row
 from function.settings import Settings
 
 log = logging.getLogger("function")
-
-
-class ModelNotReady(RuntimeError):
-    """The model is still loading, or failed to load."""
 
 
 class MissingFile(ValueError):
@@ -96,40 +91,6 @@ class ModelInfo(msgspec.Struct):
     configuration: str | None
 
 
-@dataclass
-class ModelSlot:
-    """The one model, loaded in the background so the server answers /health (503) while it loads."""
-
-    classifier: Classifier | None = None
-    source: ModelSource | None = None
-    error: str | None = None
-    loaded: threading.Event = field(default_factory=threading.Event)
-
-    def get(self) -> tuple[Classifier, ModelSource]:
-        if self.classifier is None or self.source is None:
-            raise ModelNotReady(self.error or "the model is still loading")
-        return self.classifier, self.source
-
-
-def load_model(settings: Settings, slot: ModelSlot) -> None:
-    try:
-        source = fetch(settings.model_uri, settings.tracking_uri, settings.cache_dir)
-        slot.classifier, slot.source = Classifier(source.path, settings.threads), source
-        card = slot.classifier.card
-        metrics.MODEL_INFO.labels(source.name, source.version, card.precision, card.source_version).set(1)
-        log.info(
-            "serving %s version %s%s",
-            source.name,
-            source.version,
-            " (from cache)" if source.from_cache else "",
-        )
-    except (ModelUnavailable, ModelInvalid) as exc:
-        slot.error = str(exc)
-        log.error("no model: %s", exc)
-    finally:
-        slot.loaded.set()
-
-
 def problem(status: int, title: str):
     def handler(request: Request, exc: Exception) -> Response:
         detail = exc.detail if isinstance(exc, HTTPException) else str(exc)
@@ -151,15 +112,24 @@ ERRORS = {
 SHUTDOWN_FLUSH_S = 10.0  # inside Knative's default 30 s grace period, after in-flight requests finish
 
 
-def create_app(settings: Settings, prediction_log: NullLog | PostgresLog | None = None) -> Litestar:
-    slot = ModelSlot()
+def create_app(
+    settings: Settings,
+    prediction_log: NullLog | PostgresLog | None = None,
+    slot: ModelSlot | None = None,
+) -> Litestar:
+    """`slot`: a model already loading (the server starts it before importing this module); by default the
+    model starts loading when the app starts."""
     if prediction_log is None:
         prediction_log = PostgresLog(settings.database_url) if settings.database_url else NullLog()
 
-    def start_loading() -> None:
-        # Worker threads decode and infer; more of them than CPUs only queues work inside the process.
-        to_thread.current_default_thread_limiter().total_tokens = max(2, settings.threads)
-        threading.Thread(target=load_model, args=(settings, slot), name="model-loader", daemon=True).start()
+    loading = slot if slot is not None else ModelSlot()
+
+    def start() -> None:
+        to_thread.current_default_thread_limiter().total_tokens = settings.workers
+        if slot is None:
+            loading.start(settings)
+
+    in_flight = _Counter()  # predictions being decoded or run; only the event loop touches it
 
     async def flush_log() -> None:
         await prediction_log.stop(SHUTDOWN_FLUSH_S)
@@ -171,9 +141,13 @@ def create_app(settings: Settings, prediction_log: NullLog | PostgresLog | None 
         responses=PREDICT_ERRORS,
     )
     async def predict(request: Request, top_k: int | None = None) -> PredictionResponse:
-        classifier, source = slot.get()
+        classifier, source = loading.get()
         data = await _upload(request)
-        prediction, seconds, digest = await _run(classifier, data, settings)
+        in_flight.count += 1
+        try:
+            prediction, seconds, digest = await _run(classifier, data, settings, alone=in_flight.count == 1)
+        finally:
+            in_flight.count -= 1
         prediction_id = uuid.uuid4()
         prediction_log.record(
             Row(
@@ -209,9 +183,9 @@ def create_app(settings: Settings, prediction_log: NullLog | PostgresLog | None 
         responses={503: ResponseSpec(data_container=Health, description="The model is not loaded (yet)")},
     )
     async def health() -> Response[Health]:
-        if slot.classifier is not None:
+        if loading.classifier is not None:
             return Response(Health("healthy", True))
-        reason = slot.error or "the model is still loading"
+        reason = loading.error or "the model is still loading"
         return Response(Health("unavailable", False, reason), status_code=503)
 
     @get(
@@ -220,7 +194,7 @@ def create_app(settings: Settings, prediction_log: NullLog | PostgresLog | None 
         responses={503: PREDICT_ERRORS[503]},
     )
     async def model_info() -> ModelInfo:
-        classifier, source = slot.get()
+        classifier, source = loading.get()
         card = classifier.card
         return ModelInfo(
             name=source.name,
@@ -244,11 +218,11 @@ def create_app(settings: Settings, prediction_log: NullLog | PostgresLog | None 
         route_handlers=[predict, health, model_info, PrometheusController],
         middleware=[prometheus.middleware],
         exception_handlers=ERRORS,
-        on_startup=[start_loading, prediction_log.start],
+        on_startup=[start, prediction_log.start],
         on_shutdown=[flush_log],
         request_max_body_size=settings.max_upload_bytes + 64 * 1024,  # multipart framing around the file
     )
-    app.state.model_slot = slot
+    app.state.model_slot = loading
     app.state.prediction_log = prediction_log
     return app
 
@@ -267,7 +241,12 @@ async def _upload(request: Request) -> bytes:
     return await upload.read()
 
 
-async def _run(classifier: Classifier, data: bytes, settings: Settings):
+@dataclass
+class _Counter:
+    count: int = 0
+
+
+async def _run(classifier: Classifier, data: bytes, settings: Settings, alone: bool):
     def work():
         started = time.perf_counter()
         try:
@@ -275,7 +254,7 @@ async def _run(classifier: Classifier, data: bytes, settings: Settings):
         except images.ImageRejected as exc:
             metrics.REJECTED_IMAGES.labels(type(exc).__name__).inc()
             raise
-        prediction = classifier.classify(pixels)
+        prediction = classifier.classify(pixels, alone)
         seconds = time.perf_counter() - started
         metrics.PREDICTION_LATENCY.observe(seconds)
         metrics.PREDICTIONS.labels(

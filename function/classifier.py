@@ -38,27 +38,44 @@ class Prediction:
 
 
 class Classifier:
-    def __init__(self, path: Path, threads: int):
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime's own error types
-            raise ModelInvalid(f"onnxruntime cannot load {path.name}: {str(exc).splitlines()[0]}") from exc
-        self.card = _read_card(self._session)
+    """Two sessions over the same model, because one thread setting cannot serve both loads well.
 
-    def classify(self, image: np.ndarray) -> Prediction:
+    A request that is alone gets the `solo` session, whose intra-op pool spans every CPU: lowest latency.
+    Requests that overlap get the `shared` session, one thread per run, so N concurrent requests use N cores
+    instead of N pools fighting over the same cores (measured on 2 cores, fp32 MobileNetV2, 2 workers:
+    204 images/s with 1 thread per run against 140 with 2). The caller says which case it is in, because
+    only it knows about requests that are still decoding."""
+
+    def __init__(self, path: Path, threads: int):
+        self._solo = _session(path, threads)
+        self._shared = _session(path, 1) if threads > 1 else self._solo
+        self.card = _read_card(self._solo)
+        blank = np.zeros((*self.card.input_size, 3), np.uint8)
+        for session in {self._solo, self._shared}:  # first runs allocate: pay for that before readiness
+            session.run(None, {INPUT_NAME: blank[None]})
+
+    def classify(self, image: np.ndarray, alone: bool = True) -> Prediction:
         """Probabilities for one RGB uint8 image already at the model's input size."""
+        session = self._solo if alone else self._shared
         started = time.perf_counter()
-        (probabilities,) = self._session.run(None, {INPUT_NAME: image[None]})[0]
+        (probabilities,) = session.run(None, {INPUT_NAME: image[None]})[0]
         elapsed_ms = (time.perf_counter() - started) * 1000
         order = np.argsort(probabilities)[::-1]
         names = self.card.class_names
         ranked = {names[i]: float(probabilities[i]) for i in order}
         best = int(order[0])
         return Prediction(names[best], float(probabilities[best]), ranked, elapsed_ms)
+
+
+def _session(path: Path, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own error types
+        raise ModelInvalid(f"onnxruntime cannot load {path.name}: {str(exc).splitlines()[0]}") from exc
 
 
 def _read_card(session: ort.InferenceSession) -> ModelCard:

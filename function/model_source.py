@@ -1,9 +1,13 @@
 """Where the ONNX file comes from: a local path, or an MLflow registry URI downloaded once into a cache.
 
+The registry is read over MLflow's REST API and its artifact proxy, without the MLflow client.
+
 A start with the registry unreachable serves the version cached for the same URI, and says so."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import logging
 import os
@@ -17,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
-ALIAS_TIMEOUT_S = 5
+REST_TIMEOUT_S = 5
+DOWNLOAD_TIMEOUT_S = 60
+PROXY = "/api/2.0/mlflow-artifacts/artifacts"
 URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
@@ -75,62 +81,130 @@ def _local(uri: str) -> ModelSource:
     return ModelSource(path, uri, path.stem, "local", None)
 
 
-def _mlflow_settings() -> None:
-    # Knative restarts are cheap; waiting minutes on MLflow's default retries is not.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-
-
-def _call(what: str, call):
-    from mlflow.exceptions import MlflowException, RestException
-
-    try:
-        return call()
-    except RestException as exc:
-        raise ModelUnavailable(f"{what}: {str(exc).splitlines()[0]}") from exc
-    except MlflowException as exc:
-        raise _RegistryDown(str(exc).splitlines()[0][:200]) from exc
-
-
 def _resolve_alias(tracking_uri: str | None, name: str, alias: str) -> str:
-    """One REST call, without importing mlflow (about 1.5 s of a cold start): with the version cached, a
-    start never imports it at all."""
+    query = urllib.parse.urlencode({"name": name, "alias": alias})
+    try:
+        answer = _get_json(tracking_uri, f"/api/2.0/mlflow/registered-models/alias?{query}")
+        return str(answer["model_version"]["version"])
+    except _NotFound as exc:
+        raise ModelUnavailable(f"alias '{alias}' of '{name}' not found in the registry") from exc
+    except (KeyError, TypeError) as exc:
+        raise _RegistryDown(f"{tracking_uri} did not answer as an MLflow registry") from exc
+
+
+def _download(tracking_uri: str | None, name: str, version: str, cache_dir: Path) -> Path:
+    """A cache miss: the first start on a new version. The file comes through the tracking server's artifact
+    proxy (`mlflow server` serves artifacts by default), so the function needs no MLflow client: that keeps
+    its image slim and its start fast (the client's pydantic alone would add about 90 ms to every start)."""
+    target = cache_dir / name / version / "model.onnx"
+    if target.exists():
+        return target
+    query = urllib.parse.urlencode({"name": name, "version": version})
+    try:
+        artifacts = _get_json(tracking_uri, f"/api/2.0/mlflow/model-versions/get-download-uri?{query}")
+        artifact_uri = artifacts["artifact_uri"]
+    except _NotFound as exc:
+        raise ModelUnavailable(f"version {version} of '{name}' not found in the registry") from exc
+    except (KeyError, TypeError) as exc:
+        raise _RegistryDown(f"{tracking_uri} did not answer as an MLflow registry") from exc
+    with tempfile.TemporaryDirectory(dir=_mkdir(cache_dir)) as tmp:
+        downloaded = _fetch_onnx(tracking_uri, artifact_uri, Path(tmp), f"version {version} of '{name}'")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        downloaded.replace(target)  # same filesystem: an atomic rename, never a half-written cache entry
+    return target
+
+
+def _fetch_onnx(tracking_uri: str | None, artifact_uri: str, tmp: Path, what: str) -> Path:
+    """The one .onnx file at the top of a model version's artifacts, copied into `tmp`."""
+    scheme = urllib.parse.urlparse(artifact_uri).scheme
+    if scheme == "mlflow-artifacts":
+        folder = urllib.parse.urlparse(artifact_uri).path.strip("/")
+        listing = _get_json(tracking_uri, f"{PROXY}?{urllib.parse.urlencode({'path': folder})}")
+        names = [f["path"] for f in listing.get("files", []) if not f.get("is_dir")]
+        found = [n.rsplit("/", 1)[-1] for n in names if n.endswith(".onnx")]
+        if len(found) != 1:
+            raise ModelUnavailable(f"{what} is not one ONNX file (found {len(found)})")
+        path = urllib.parse.quote(f"{folder}/{found[0]}")
+        with (
+            _open(tracking_uri, f"{PROXY}/{path}", DOWNLOAD_TIMEOUT_S) as response,
+            (tmp / "model.onnx").open("wb") as out,
+        ):
+            shutil.copyfileobj(response, out, 1 << 20)
+        return tmp / "model.onnx"
+    if scheme in ("", "file"):  # a registry whose artifacts sit on a filesystem this container also mounts
+        folder = Path(urllib.parse.unquote(urllib.parse.urlparse(artifact_uri).path))
+        found = sorted(folder.glob("*.onnx"))
+        if len(found) != 1:
+            raise ModelUnavailable(f"{what} is not one ONNX file in {folder} (found {len(found)})")
+        return Path(shutil.copy(found[0], tmp / "model.onnx"))
+    return _fetch_with_mlflow(tracking_uri, artifact_uri, tmp, what)
+
+
+def _fetch_with_mlflow(tracking_uri: str | None, artifact_uri: str, tmp: Path, what: str) -> Path:
+    """Artifacts the tracking server does not proxy (s3://, gs://, ...): only MLflow's client can read every
+    store, so it is an optional extra rather than a dependency of every image."""
+    try:
+        import mlflow
+    except ImportError as exc:
+        raise ModelUnavailable(
+            f"{what} is stored at {artifact_uri}, which the tracking server does not proxy; run `mlflow server` "
+            "with artifact serving on (its default), or install the `registry-client` extra"
+        ) from exc
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # Knative restarts are cheap; waits are not
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri, dst_path=str(tmp)))
+    except Exception as exc:  # whatever the store's client raises: the registry's storage is unreachable
+        raise _RegistryDown(str(exc).splitlines()[0][:200]) from exc
+    found = sorted(local.rglob("*.onnx"))
+    if len(found) != 1:
+        raise ModelUnavailable(f"{what} is not one ONNX file (found {len(found)})")
+    return found[0]
+
+
+class _NotFound(ModelUnavailable):
+    pass
+
+
+def _get_json(tracking_uri: str | None, path: str) -> dict:
+    with _open(tracking_uri, path, REST_TIMEOUT_S) as response:
+        try:
+            return json.load(response)
+        except ValueError as exc:
+            raise _RegistryDown(f"{tracking_uri} did not answer as an MLflow registry") from exc
+
+
+@contextlib.contextmanager
+def _open(tracking_uri: str | None, path: str, timeout_s: float):
+    """GET from the tracking server, with MLflow's own credentials variables; errors say whose fault it is."""
     if not tracking_uri or not tracking_uri.startswith(("http://", "https://")):
         raise ModelUnavailable(
             "a models:/ MODEL_URI needs MLFLOW_TRACKING_URI set to the registry's http(s) URL"
         )
-    query = urllib.parse.urlencode({"name": name, "alias": alias})
-    url = f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/registered-models/alias?{query}"
+    request = urllib.request.Request(f"{tracking_uri.rstrip('/')}{path}", headers=_auth_headers())
     try:
-        with urllib.request.urlopen(url, timeout=ALIAS_TIMEOUT_S) as response:
-            return str(json.load(response)["model_version"]["version"])
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            yield response
     except urllib.error.HTTPError as exc:
-        if exc.code in (400, 404):
-            raise ModelUnavailable(f"alias '{alias}' of '{name}' not found in the registry") from exc
+        if exc.code in (400, 404):  # MLflow answers RESOURCE_DOES_NOT_EXIST with one of these
+            raise _NotFound(str(exc)) from exc
+        if exc.code in (401, 403):
+            raise ModelUnavailable(
+                f"the registry refused access ({exc.code}): set MLFLOW_TRACKING_TOKEN, or "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+            ) from exc
         raise _RegistryDown(f"the registry answered {exc.code}") from exc
-    except (OSError, ValueError, KeyError) as exc:  # refused, timed out, or not an MLflow answer
+    except OSError as exc:  # refused, timed out, reset
         raise _RegistryDown(str(exc)[:200]) from exc
 
 
-def _download(tracking_uri: str | None, name: str, version: str, cache_dir: Path) -> Path:
-    target = cache_dir / name / version / "model.onnx"
-    if target.exists():
-        return target
-    _mlflow_settings()
-    import mlflow  # a cache miss only: the first start on a new version
-
-    mlflow.set_tracking_uri(tracking_uri)
-    with tempfile.TemporaryDirectory(dir=_mkdir(cache_dir)) as tmp:
-        local = _call(
-            f"version {version} of '{name}'",
-            lambda: mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=tmp),
-        )
-        found = sorted(Path(local).rglob("*.onnx"))
-        if len(found) != 1:
-            raise ModelUnavailable(f"version {version} of '{name}' is not one ONNX file (found {len(found)})")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(found[0], target)  # same filesystem: an atomic rename, never a half-written cache entry
-    return target
+def _auth_headers() -> dict[str, str]:
+    if token := os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        return {"Authorization": f"Bearer {token}"}
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+    return {}
 
 
 def _mkdir(path: Path) -> Path:

@@ -84,3 +84,37 @@ def test_served_predictions_match_keras(converted, tracking_uri, tmp_path):
             got = np.array([body["all_predictions"][c] for c in CLASSES])
             assert body["class"] == CLASSES[int(expected.argmax())]
             assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_artifacts_on_a_shared_filesystem_are_copied_and_unproxied_stores_need_the_client(
+    tmp_path, monkeypatch
+):
+    """Registries that do not proxy artifacts: file:// is read directly; s3:// and friends need the optional
+    MLflow client, and without it the message says what to do."""
+    from function import model_source
+
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "model.onnx").write_bytes(b"onnx bytes")
+    (store / "MLmodel").write_text("flavors: {}")
+    work = tmp_path / "work"
+    work.mkdir()
+    copied = model_source._fetch_onnx(None, store.as_uri(), work, "version 1 of 'm'")
+    assert copied.read_bytes() == b"onnx bytes" and copied.parent == work
+
+    monkeypatch.setitem(__import__("sys").modules, "mlflow", None)  # as in the slim image: not installed
+    with pytest.raises(ModelUnavailable, match="does not proxy.*registry-client"):
+        model_source._fetch_onnx(None, "s3://bucket/models/m-1/artifacts", work, "version 1 of 'm'")
+
+
+def test_registry_credentials_follow_mlflow_variables(monkeypatch):
+    from function.model_source import _auth_headers
+
+    for name in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    assert _auth_headers() == {}
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "ann")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cret")
+    assert _auth_headers() == {"Authorization": "Basic YW5uOnMzY3JldA=="}
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "tok")
+    assert _auth_headers() == {"Authorization": "Bearer tok"}

@@ -1,0 +1,55 @@
+"""The one model, loaded in a background thread so the server answers /health (503) while it loads.
+
+No Litestar here: `python -m function` starts loading before it imports the web stack, so onnxruntime builds
+its sessions (native code, no GIL) on one core while Python imports Litestar on the other."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from function import metrics
+from function.classifier import Classifier, ModelInvalid
+from function.model_source import ModelSource, ModelUnavailable, fetch
+from function.settings import Settings
+
+log = logging.getLogger("function")
+
+
+class ModelNotReady(RuntimeError):
+    """The model is still loading, or failed to load."""
+
+
+@dataclass
+class ModelSlot:
+    classifier: Classifier | None = None
+    source: ModelSource | None = None
+    error: str | None = None
+    loaded: threading.Event = field(default_factory=threading.Event)
+
+    def start(self, settings: Settings) -> ModelSlot:
+        threading.Thread(target=self._load, args=(settings,), name="model-loader", daemon=True).start()
+        return self
+
+    def get(self) -> tuple[Classifier, ModelSource]:
+        if self.classifier is None or self.source is None:
+            raise ModelNotReady(self.error or "the model is still loading")
+        return self.classifier, self.source
+
+    def _load(self, settings: Settings) -> None:
+        try:
+            source = fetch(settings.model_uri, settings.tracking_uri, settings.cache_dir)
+            self.classifier, self.source = Classifier(source.path, settings.threads), source
+            card = self.classifier.card
+            metrics.MODEL_INFO.labels(source.name, source.version, card.precision, card.source_version).set(1)
+            cached = " (registry unreachable: from cache)" if source.from_cache else ""
+            log.info("serving %s version %s%s", source.name, source.version, cached)
+        except (ModelUnavailable, ModelInvalid) as exc:
+            self.error = str(exc)
+            log.error("no model: %s", exc)
+        except Exception as exc:  # a bug must still show in /health, not leave it "loading" forever
+            self.error = f"loading the model failed: {exc!r}"
+            log.exception("no model")
+        finally:
+            self.loaded.set()

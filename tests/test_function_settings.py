@@ -1,0 +1,55 @@
+"""Sizing to the container: threads and workers follow the cgroup CPU quota, not the host's core count; and the
+two onnxruntime sessions that sizing creates give the same answers."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from function.classifier import Classifier
+from function.settings import Settings, available_cpus
+from tests import tiny_onnx
+
+HOST_CPUS = len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"cpu.max": "50000 100000\n"}, 1),  # half a CPU still needs one thread
+        ({"cpu.max": "100000 100000\n"}, 1),
+        ({"cpu.max": "max 100000\n"}, HOST_CPUS),  # no quota: the CPUs this process may run on
+        ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),  # cgroup v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, HOST_CPUS),
+        ({}, HOST_CPUS),  # no cgroup files at all
+    ],
+)
+def test_cpus_follow_the_cgroup_quota(tmp_path, files, expected):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert available_cpus(tmp_path) == expected
+
+
+def test_a_quota_above_the_host_is_capped_by_the_cpus_we_may_run_on(tmp_path):
+    (tmp_path / "cpu.max").write_text(f"{(HOST_CPUS + 3) * 100000} 100000\n")
+    assert available_cpus(tmp_path) == HOST_CPUS
+
+
+def test_threads_and_workers_default_to_the_cpus_and_can_be_set():
+    defaults = Settings.from_env({})
+    assert defaults.threads == available_cpus()
+    assert defaults.workers == available_cpus() + 1  # one spare, so a core never idles on the GIL
+    chosen = Settings.from_env({"THREADS": "3", "WORKERS": "5"})
+    assert (chosen.threads, chosen.workers) == (3, 5)
+
+
+def test_the_alone_and_shared_sessions_answer_alike(tmp_path):
+    classifier = Classifier(tiny_onnx.build(tmp_path / "m.onnx"), threads=2)
+    images = np.random.default_rng(3).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+    for image in images:
+        alone, shared = classifier.classify(image, alone=True), classifier.classify(image, alone=False)
+        assert alone.class_name == shared.class_name
+        assert alone.probabilities == pytest.approx(shared.probabilities, abs=1e-6)
