@@ -52,6 +52,14 @@ def decode(data: bytes, size: tuple[int, int], max_pixels: int) -> np.ndarray:
     return np.asarray(rgb.resize((size[1], size[0]), Image.Resampling.BILINEAR))
 
 
+def warm_up(size: tuple[int, int]) -> np.ndarray:
+    """Decode a small JPEG once: Pillow imports its plugins and sets up libjpeg on first use (about 20 ms),
+    which would otherwise land on the first request after a cold start."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (size[1] * 2, size[0] * 2), (90, 140, 200)).save(buffer, "JPEG")
+    return decode(buffer.getvalue(), size, max_pixels=size[0] * size[1] * 4)
+
+
 def _to_rgb(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     if image.format == "JPEG":
         # Let libjpeg decode at 1/2, 1/4 or 1/8 scale, still at least the model's size: a 12 MP photo

@@ -9,7 +9,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from function import metrics
+from function import images, metrics
 from function.classifier import Classifier, ModelInvalid
 from function.model_source import ModelSource, ModelUnavailable, fetch
 from function.settings import Settings
@@ -40,7 +40,9 @@ class ModelSlot:
     def _load(self, settings: Settings) -> None:
         try:
             source = fetch(settings.model_uri, settings.tracking_uri, settings.cache_dir)
-            self.classifier, self.source = Classifier(source.path, settings.threads), source
+            classifier = Classifier(source.path, settings.threads)
+            classifier.classify(images.warm_up(classifier.card.input_size))  # the whole path, once
+            self.classifier, self.source = classifier, source
             card = self.classifier.card
             metrics.MODEL_INFO.labels(source.name, source.version, card.precision, card.source_version).set(1)
             cached = " (registry unreachable: from cache)" if source.from_cache else ""

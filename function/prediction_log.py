@@ -41,12 +41,18 @@ CREATE TABLE IF NOT EXISTS predictions (
 );
 CREATE INDEX IF NOT EXISTS predictions_created_at ON predictions (created_at);
 """
-INSERT = """
-INSERT INTO predictions (id, created_at, image_sha256, predicted_class, confidence, probabilities, model_name,
-    model_version, revision, latency_ms, source, request_id)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (id) DO NOTHING
-"""  # a batch retried after a commit whose answer was lost must not fail on its own rows
+COLUMNS = ("id", "created_at", "image_sha256", "predicted_class", "confidence", "probabilities", "model_name",
+           "model_version", "revision", "latency_ms", "source", "request_id")  # fmt: skip
+# COPY, because psycopg formats its rows in C: INSERT parameters are adapted in Python on the event loop, a
+# quarter of the loop's time at 250 predictions/s.
+COPY = f"COPY predictions ({', '.join(COLUMNS)}) FROM STDIN"
+# A batch retried after a commit whose answer was lost would fail COPY on its own rows: that case, and only
+# that one, goes row by row and skips rows already there.
+INSERT = (
+    f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))}) "
+    "ON CONFLICT (id) DO NOTHING"
+)
+LINGER_S = 0.05  # after the first row, wait this long for more: batches, not a round trip a prediction
 
 
 @dataclass(frozen=True)
@@ -100,7 +106,8 @@ class PostgresLog:
 
     async def start(self) -> None:
         # Nothing here waits for the database: one that is down or slow at start must not keep the function
-        # from serving, and even importing psycopg (about 80 ms) happens off the path to the first answer.
+        # from serving. psycopg is imported (about 80 ms, mostly holding the GIL) only once the first row is
+        # queued, so a cold start's first answer does not share the CPU with it.
         self._task = asyncio.create_task(self._write_forever(), name="prediction-log-writer")
 
     async def _open_pool(self) -> None:
@@ -122,10 +129,14 @@ class PostgresLog:
             await self._pool.close()
 
     async def _write_forever(self) -> None:
+        first = await self._queue.get()
         await self._retry("opening the connection pool", self._open_pool)
         await self._retry("creating the schema", self._migrate)
         while True:
-            batch = [await self._queue.get()]
+            batch = [first if first is not None else await self._queue.get()]
+            first = None
+            if not self._stopping:
+                await asyncio.sleep(LINGER_S)
             while len(batch) < self._batch_size and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             await self._retry(f"writing {len(batch)} rows", functools.partial(self._insert, batch))
@@ -150,5 +161,13 @@ class PostgresLog:
             await conn.execute(SCHEMA)
 
     async def _insert(self, batch: list[Row]) -> None:
-        async with self._pool.connection() as conn, conn.cursor() as cursor:
-            await cursor.executemany(INSERT, [row.values() for row in batch])
+        from psycopg.errors import UniqueViolation
+
+        async with self._pool.connection() as conn:
+            try:
+                async with conn.transaction(), conn.cursor() as cursor, cursor.copy(COPY) as copy:
+                    for row in batch:
+                        await copy.write_row(row.values())
+            except UniqueViolation:
+                async with conn.transaction(), conn.cursor() as cursor:
+                    await cursor.executemany(INSERT, [row.values() for row in batch])

@@ -130,3 +130,45 @@ def rows_unreachable(url: str) -> bool:
     except psycopg.OperationalError:
         return True
     return False
+
+
+def test_a_batch_retried_after_its_commit_is_written_once(postgres):
+    """The writer retries a batch whose commit answer was lost: the retry must neither fail nor duplicate."""
+    import asyncio
+    import uuid
+    from datetime import UTC, datetime
+
+    batch = [
+        prediction_log.Row(
+            id=uuid.uuid4(),
+            created_at=datetime.now(UTC),
+            image_sha256="ab" * 32,
+            predicted_class="red",
+            confidence=0.9,
+            probabilities={"red": 0.9, "green": 0.1},
+            model_name="m",
+            model_version="1",
+            revision=None,
+            latency_ms=1.5,
+            source="http",
+            request_id=None,
+        )  # fmt: skip
+        for _ in range(3)
+    ]
+    fresh = prediction_log.Row(**{**batch[0].__dict__, "id": uuid.uuid4()})
+
+    async def write_twice():
+        log = PostgresLog(postgres.url)
+        await log._open_pool()
+        try:
+            await log._migrate()
+            await log._insert(batch)
+            await log._insert([*batch, fresh])  # the retry, now with one row the first attempt did not have
+        finally:
+            await log._pool.close()
+
+    asyncio.run(write_twice())
+    ids = [str(row.id) for row in [*batch, fresh]]
+    found = rows(postgres.url, ids)
+    assert sorted(r[0] for r in found) == sorted(ids)
+    assert found[0][5] == {"red": 0.9, "green": 0.1}  # JSONB, not a JSON string
