@@ -6,6 +6,7 @@ concurrency 1 for a 640x480 and a 12 MP JPEG, throughput at concurrency 8, peak 
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import statistics
@@ -16,7 +17,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import numpy as np
 from rich.console import Console
 from rich.table import Table
@@ -169,25 +169,27 @@ class Server:
 
     @classmethod
     def start(cls, command, photo: Path) -> Server:
-        """Start, then POST the photo until the first 200: that is the cold start."""
+        """Start, then POST the photo until the first 200: that is the cold start. The poller is http.client
+        on a prebuilt body, so it takes next to no CPU from the process it is timing."""
         argv, env, cwd = command
         port = mlflow_server.free_port()
+        body, content_type = multipart(photo)
         started = time.monotonic()
         process = subprocess.Popen(argv, env={**os.environ, **env, "PORT": str(port)}, cwd=cwd, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)  # fmt: skip
-        data = photo.read_bytes()
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"{argv} exited with {process.returncode}")
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             try:
-                response = httpx.post(
-                    f"http://127.0.0.1:{port}/predict", files={"file": ("a.jpg", data)}, timeout=30
-                )
-                if response.status_code == 200:
+                connection.request("POST", "/predict", body, {"Content-Type": content_type})
+                if connection.getresponse().status == 200:
                     return cls(process, port, time.monotonic() - started)
-            except httpx.TransportError:
+            except OSError:
                 pass
-            time.sleep(0.005)
+            finally:
+                connection.close()
+            time.sleep(0.002)
 
     def load(self, photos: dict[str, Path]) -> dict[str, float]:
         url = f"http://127.0.0.1:{self.port}"
@@ -210,6 +212,14 @@ class Server:
         if self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=60)
+
+
+def multipart(photo: Path) -> tuple[bytes, str]:
+    boundary = "benchboundary7MA4YWxkTrZu0gW"
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="fish.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n")  # fmt: skip
+    body = head.encode() + photo.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
 
 
 def wrk(url: str, photo: Path, connections: int, seconds: int):
