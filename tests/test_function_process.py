@@ -3,9 +3,12 @@ load (in-flight requests finish, queued log rows are flushed, the process exits)
 
 from __future__ import annotations
 
+import http.client
 import io
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +35,15 @@ def start(model_path, port: int, **env) -> subprocess.Popen:
     environment = {**os.environ, "PORT": str(port), "MODEL_URI": str(model_path), **env}
     return subprocess.Popen(
         [sys.executable, "-m", "function"], env=environment, stderr=subprocess.PIPE, text=True
+    )
+
+
+def multipart(data: bytes) -> tuple[bytes, str]:
+    boundary = "processtestboundary"
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
+    return (
+        head.encode() + data + f"\r\n--{boundary}--\r\n".encode(),
+        f"multipart/form-data; boundary={boundary}",
     )
 
 
@@ -90,17 +102,41 @@ def test_sigterm_under_load_finishes_in_flight_requests_and_flushes_the_log(mode
             else:
                 failed.append(f"{response.status_code} {response.text}")
 
-    threads = [threading.Thread(target=client) for _ in range(6)]
+    sigterm_sent = threading.Event()
+    slow_status: list[int] = []
+
+    def slow_client():
+        """A request still arriving when shutdown starts: headers and half the body before SIGTERM, the rest
+        0.5 s after. Graceful shutdown must wait for it and answer it."""
+        body, content_type = multipart(image)
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+            sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body[: len(body) // 2])
+            sigterm_sent.wait(30)
+            time.sleep(0.5)
+            sock.sendall(body[len(body) // 2 :])
+            response = http.client.HTTPResponse(sock)
+            response.begin()
+            slow_status.append(response.status)
+            if response.status == 200:
+                answered.append(json.loads(response.read())["prediction_id"])  # its row must be flushed too
+
+    threads = [threading.Thread(target=client) for _ in range(6)] + [threading.Thread(target=slow_client)]
     for thread in threads:
         thread.start()
     time.sleep(1.5)
-    process.send_signal(signal.SIGTERM)
-    code = process.wait(timeout=40)
+    # The fast clients send no new request from here: those already sent are in flight and must be answered.
+    # (Still sending would also test connections opened as the listener closes; any server resets those, and
+    # Knative never sends them: its preStop hook drains the queue-proxy before the container gets SIGTERM.)
     stop.set()
+    process.send_signal(signal.SIGTERM)
+    sigterm_sent.set()
+    code = process.wait(timeout=40)
     for thread in threads:
         thread.join(timeout=30)
 
     assert code in CLEAN_EXIT and not failed, failed
+    assert slow_status == [200]
     assert len(answered) > 20
     with psycopg.connect(postgres.url) as conn:
         written = conn.execute(
