@@ -289,6 +289,9 @@ def print_table(results: dict[str, dict]) -> None:
     ratios = {
         "cold start, baseline / function (target >= 15)": base["cold start s"] / fp32["cold start s"],
         "req/s c=8, function / baseline (target >= 15)": fp32["req/s c=8"] / base["req/s c=8"],
+        "req/s c=8, function int8 / baseline": int8["req/s c=8"] / base["req/s c=8"],
+        "req/s c=8, compute limit fp32 / baseline (the most fp32 can reach)": limit["req/s c=8"]
+        / base["req/s c=8"],
         "req/s c=8, function / compute limit (target >= 0.9)": fp32["req/s c=8"] / limit["req/s c=8"],
         "p50 640x480, function / compute limit (target <= 1.3)": fp32["p50 640x480 ms"]
         / limit["p50 640x480 ms"],
