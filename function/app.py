@@ -127,14 +127,17 @@ def create_app(
 
     # Decode and inference run here, not on anyio's default pool: run_in_executor costs the event loop (which
     # holds the GIL for it) a fraction of anyio's cancel-scope machinery, and the loop is the bottleneck.
-    executor = ThreadPoolExecutor(settings.workers, thread_name_prefix="predict")
+    workers = _Workers()
 
     def start() -> None:
+        workers.executor = ThreadPoolExecutor(settings.workers, thread_name_prefix="predict")
         if slot is None:
             loading.start(settings)
 
     def stop_workers() -> None:
-        executor.shutdown(wait=True)  # in-flight requests are already answered when shutdown hooks run
+        workers.executor.shutdown(
+            wait=True
+        )  # in-flight requests are already answered when shutdown hooks run
 
     in_flight = _Counter()  # predictions being decoded or run; only the event loop touches it
 
@@ -153,7 +156,7 @@ def create_app(
         in_flight.count += 1
         try:
             prediction, seconds, digest = await _run(
-                executor, classifier, data, settings, in_flight.count == 1
+                workers.executor, classifier, data, settings, in_flight.count == 1
             )
         finally:
             in_flight.count -= 1
@@ -253,6 +256,11 @@ async def _upload(request: Request) -> bytes:
 @dataclass
 class _Counter:
     count: int = 0
+
+
+@dataclass
+class _Workers:
+    executor: ThreadPoolExecutor | None = None  # one per lifespan: a shut-down executor takes no more work
 
 
 async def _run(executor: Executor, classifier: Classifier, data: bytes, settings: Settings, alone: bool):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import http.client
 import json
 import logging
 import os
@@ -107,10 +108,13 @@ def _download(tracking_uri: str | None, name: str, version: str, cache_dir: Path
         raise ModelUnavailable(f"version {version} of '{name}' not found in the registry") from exc
     except (KeyError, TypeError) as exc:
         raise _RegistryDown(f"{tracking_uri} did not answer as an MLflow registry") from exc
-    with tempfile.TemporaryDirectory(dir=_mkdir(cache_dir)) as tmp:
-        downloaded = _fetch_onnx(tracking_uri, artifact_uri, Path(tmp), f"version {version} of '{name}'")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        downloaded.replace(target)  # same filesystem: an atomic rename, never a half-written cache entry
+    try:
+        with tempfile.TemporaryDirectory(dir=_mkdir(cache_dir)) as tmp:
+            downloaded = _fetch_onnx(tracking_uri, artifact_uri, Path(tmp), f"version {version} of '{name}'")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            downloaded.replace(target)  # same filesystem: an atomic rename, never a half-written cache entry
+    except OSError as exc:  # registry reads raise _RegistryDown, so this is the cache's own disk
+        raise ModelUnavailable(f"cannot write the model cache under {cache_dir}: {exc}") from exc
     return target
 
 
@@ -120,17 +124,12 @@ def _fetch_onnx(tracking_uri: str | None, artifact_uri: str, tmp: Path, what: st
     if scheme == "mlflow-artifacts":
         folder = urllib.parse.urlparse(artifact_uri).path.strip("/")
         listing = _get_json(tracking_uri, f"{PROXY}?{urllib.parse.urlencode({'path': folder})}")
-        names = [f["path"] for f in listing.get("files", []) if not f.get("is_dir")]
-        found = [n.rsplit("/", 1)[-1] for n in names if n.endswith(".onnx")]
-        if len(found) != 1:
-            raise ModelUnavailable(f"{what} is not one ONNX file (found {len(found)})")
-        path = urllib.parse.quote(f"{folder}/{found[0]}")
-        with (
-            _open(tracking_uri, f"{PROXY}/{path}", DOWNLOAD_TIMEOUT_S) as response,
-            (tmp / "model.onnx").open("wb") as out,
-        ):
-            shutil.copyfileobj(response, out, 1 << 20)
-        return tmp / "model.onnx"
+        files = [f for f in listing.get("files", []) if not f.get("is_dir") and f["path"].endswith(".onnx")]
+        if len(files) != 1:
+            raise ModelUnavailable(f"{what} is not one ONNX file (found {len(files)})")
+        name = files[0]["path"].rsplit("/", 1)[-1]
+        url = f"{PROXY}/{urllib.parse.quote(f'{folder}/{name}')}"
+        return _download_file(tracking_uri, url, tmp / "model.onnx", files[0].get("file_size"))
     if scheme in ("", "file"):  # a registry whose artifacts sit on a filesystem this container also mounts
         folder = Path(urllib.parse.unquote(urllib.parse.urlparse(artifact_uri).path))
         found = sorted(folder.glob("*.onnx"))
@@ -166,36 +165,59 @@ class _NotFound(ModelUnavailable):
     pass
 
 
+def _download_file(tracking_uri: str | None, path: str, target: Path, listed_size) -> Path:
+    """Stream to `target`; a download cut short is the registry's failure, never a cache entry."""
+    with _open(tracking_uri, path, DOWNLOAD_TIMEOUT_S) as response, target.open("wb") as out:
+        expected = int(response.headers.get("Content-Length") or listed_size or -1)
+        while chunk := _read(response, 1 << 20):
+            out.write(chunk)
+        written = out.tell()
+    if expected >= 0 and written != expected:
+        raise _RegistryDown(
+            f"the download of {path.rsplit('/', 1)[-1]} stopped at {written} of {expected} bytes"
+        )
+    return target
+
+
 def _get_json(tracking_uri: str | None, path: str) -> dict:
     with _open(tracking_uri, path, REST_TIMEOUT_S) as response:
         try:
-            return json.load(response)
+            return json.loads(_read(response))
         except ValueError as exc:
             raise _RegistryDown(f"{tracking_uri} did not answer as an MLflow registry") from exc
 
 
+def _read(response, size: int = -1) -> bytes:
+    try:
+        return response.read(size)
+    except (OSError, http.client.HTTPException) as exc:  # reset, timed out, cut-off chunked body
+        raise _RegistryDown(f"reading the registry's answer failed: {exc!r}"[:200]) from exc
+
+
 @contextlib.contextmanager
 def _open(tracking_uri: str | None, path: str, timeout_s: float):
-    """GET from the tracking server, with MLflow's own credentials variables; errors say whose fault it is."""
+    """GET from the tracking server, with MLflow's own credentials variables. Only opening is guarded here:
+    errors raised in the caller's with-block (reads, local writes) are the caller's to name."""
     if not tracking_uri or not tracking_uri.startswith(("http://", "https://")):
         raise ModelUnavailable(
             "a models:/ MODEL_URI needs MLFLOW_TRACKING_URI set to the registry's http(s) URL"
         )
     request = urllib.request.Request(f"{tracking_uri.rstrip('/')}{path}", headers=_auth_headers())
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            yield response
+        response = urllib.request.urlopen(request, timeout=timeout_s)
     except urllib.error.HTTPError as exc:
         if exc.code in (400, 404):  # MLflow answers RESOURCE_DOES_NOT_EXIST with one of these
             raise _NotFound(str(exc)) from exc
-        if exc.code in (401, 403):
-            raise ModelUnavailable(
+        if exc.code in (401, 403):  # like a registry that is down: a cached version may still serve
+            raise _RegistryDown(
                 f"the registry refused access ({exc.code}): set MLFLOW_TRACKING_TOKEN, or "
                 "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
             ) from exc
         raise _RegistryDown(f"the registry answered {exc.code}") from exc
-    except OSError as exc:  # refused, timed out, reset
+    except (OSError, http.client.HTTPException, ValueError) as exc:  # refused, timed out, bad URL or answer
         raise _RegistryDown(str(exc)[:200]) from exc
+    with response:
+        yield response
 
 
 def _auth_headers() -> dict[str, str]:

@@ -7,6 +7,7 @@ back, and rows wait in the queue. Rows are dropped only when the queue is full, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import importlib
 import json
@@ -112,9 +113,11 @@ class PostgresLog:
 
     async def _open_pool(self) -> None:
         pool_module = await asyncio.to_thread(importlib.import_module, "psycopg_pool")
-        pool = pool_module.AsyncConnectionPool(self._url, min_size=1, max_size=2, open=False, timeout=5)
-        await pool.open(wait=False)
-        self._pool = pool
+        if self._pool is None:  # kept before opening, so stop() closes it even if cancelled mid-open
+            self._pool = pool_module.AsyncConnectionPool(
+                self._url, min_size=1, max_size=2, open=False, timeout=5
+            )
+        await self._pool.open(wait=False)
 
     async def stop(self, timeout_s: float) -> None:
         """Flush what is queued within `timeout_s`, then close (SIGTERM: Knative's grace period)."""
@@ -125,6 +128,8 @@ class PostgresLog:
             except TimeoutError:
                 log.error("prediction log: %d rows not written before shutdown", self._queue.qsize())
             self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
         if self._pool:
             await self._pool.close()
 

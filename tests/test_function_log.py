@@ -49,6 +49,8 @@ def predict(client, n: int, colour=(200, 10, 10)) -> list[str]:
 
 def rows(url: str, ids: list[str]) -> list[tuple]:
     with psycopg.connect(url) as conn:
+        if conn.execute("SELECT to_regclass('predictions')").fetchone()[0] is None:
+            return []  # the writer creates the table with its first batch
         return conn.execute(
             "SELECT id::text, predicted_class, model_version, revision, image_sha256, probabilities, source "
             "FROM predictions WHERE id = ANY(%s::uuid[])",

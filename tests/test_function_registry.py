@@ -118,3 +118,95 @@ def test_registry_credentials_follow_mlflow_variables(monkeypatch):
     assert _auth_headers() == {"Authorization": "Basic YW5uOnMzY3JldA=="}
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "tok")
     assert _auth_headers() == {"Authorization": "Bearer tok"}
+
+
+class _StubRegistry:
+    """Just enough of MLflow's REST API and artifact proxy to misbehave on purpose (a unit test of
+    model_source's error handling; the real server is used everywhere else in this file)."""
+
+    def __init__(self, onnx: bytes, *, send_bytes: int | None = None, status: int = 200):
+        import http.server
+        import json
+        import threading
+
+        stub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                if status != 200:
+                    return self._send(status, b"{}")
+                if "get-download-uri" in self.path:
+                    return self._send(
+                        200, json.dumps({"artifact_uri": "mlflow-artifacts:/1/m/artifacts"}).encode()
+                    )
+                if "?path=" in self.path:
+                    files = [{"path": "model.onnx", "is_dir": False, "file_size": len(onnx)}]
+                    return self._send(200, json.dumps({"files": files}).encode())
+                self._send(200, onnx, length=len(onnx), body=onnx[: stub.send_bytes])
+
+            def _send(self, code, payload, length=None, body=None):
+                self.send_response(code)
+                self.send_header("Content-Length", str(length if length is not None else len(payload)))
+                self.end_headers()
+                self.wfile.write(payload if body is None else body)
+                self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.send_bytes = send_bytes
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_download_cut_short_is_never_cached_and_the_cached_version_serves(tmp_path):
+    from function import model_source
+
+    whole = _StubRegistry(b"x" * 5000)
+    try:
+        good = model_source._download(whole.url, "m", "1", tmp_path)
+        assert good.read_bytes() == b"x" * 5000
+    finally:
+        whole.close()
+    cut = _StubRegistry(b"y" * 5000, send_bytes=1200)  # Content-Length says 5000, the connection ends at 1200
+    try:
+        with pytest.raises(model_source._RegistryDown, match="1200 of 5000 bytes"):
+            model_source._download(cut.url, "m", "2", tmp_path)
+        assert not (tmp_path / "m" / "2").exists()  # nothing half-written left to be served later
+    finally:
+        cut.close()
+
+
+def test_refused_credentials_fall_back_to_the_cache_and_say_which_variables(tmp_path):
+    import json
+
+    refusing = _StubRegistry(b"", status=401)
+    try:
+        with pytest.raises(ModelUnavailable, match="MLFLOW_TRACKING_TOKEN.*no copy"):
+            fetch("models:/m@onnx", refusing.url, tmp_path)
+        cached = tmp_path / "m" / "3" / "model.onnx"  # as an earlier start with valid credentials left it
+        cached.parent.mkdir(parents=True)
+        cached.write_bytes(b"onnx")
+        (tmp_path / "models_m_onnx.json").write_text(json.dumps({"version": "3", "path": str(cached)}))
+        served = fetch("models:/m@onnx", refusing.url, tmp_path)
+        assert served.from_cache and served.version == "3" and served.path == cached
+    finally:
+        refusing.close()
+
+
+def test_a_cache_that_cannot_be_written_is_named_not_blamed_on_the_registry(tmp_path):
+    from function import model_source
+
+    registry = _StubRegistry(b"z" * 100)
+    blocked = tmp_path / "cache"
+    blocked.write_text("a file where the cache folder should be")
+    try:
+        with pytest.raises(ModelUnavailable, match="cannot write the model cache"):
+            model_source._download(registry.url, "m", "1", blocked)
+    finally:
+        registry.close()

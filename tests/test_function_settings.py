@@ -53,3 +53,48 @@ def test_the_alone_and_shared_sessions_answer_alike(tmp_path):
         alone, shared = classifier.classify(image, alone=True), classifier.classify(image, alone=False)
         assert alone.class_name == shared.class_name
         assert alone.probabilities == pytest.approx(shared.probabilities, abs=1e-6)
+
+
+def test_the_alone_session_spans_the_threads_and_the_shared_one_uses_one(tmp_path):
+    classifier = Classifier(tiny_onnx.build(tmp_path / "m.onnx"), threads=2)
+    assert classifier._solo.get_session_options().intra_op_num_threads == 2
+    assert classifier._shared.get_session_options().intra_op_num_threads == 1
+
+
+def test_a_request_alone_gets_the_wide_session_and_overlapping_ones_the_shared(tmp_path):
+    import asyncio
+    import io
+    import time
+
+    import httpx
+    from PIL import Image
+
+    from function.app import create_app
+
+    app = create_app(Settings.from_env({"MODEL_URI": str(tiny_onnx.build(tmp_path / "m.onnx"))}))
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(buffer, "PNG")
+    files = {"file": ("a.png", buffer.getvalue(), "image/png")}
+    seen: list[bool] = []
+
+    async def main():
+        async with app.lifespan():
+            slot = app.state.model_slot
+            while not slot.loaded.is_set():
+                await asyncio.sleep(0.01)
+            real = slot.classifier.classify
+
+            def spy(image, alone=True):
+                seen.append(alone)
+                time.sleep(0.05)  # long enough for the others to arrive
+                return real(image, alone)
+
+            slot.classifier.classify = spy
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://function") as client:
+                assert (await client.post("/predict", files=files)).status_code == 200
+                answers = await asyncio.gather(*[client.post("/predict", files=files) for _ in range(4)])
+                assert [a.status_code for a in answers] == [200] * 4
+
+    asyncio.run(main())
+    assert seen[0] is True and seen[1:].count(False) >= 3
