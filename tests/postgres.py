@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -24,3 +25,7 @@ class Postgres:
 
     def close(self) -> None:
         self._server.cleanup()
+        # pgserver stops only the postmaster it started; one started again by start() would outlive the tests.
+        if (Path(self._server.pgdata) / "postmaster.pid").exists():
+            with contextlib.suppress(Exception):
+                self.stop()
