@@ -7,9 +7,10 @@ import hashlib
 import logging
 import time
 import uuid
-from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import msgspec
 from litestar import Litestar, Request, Response, get, post
@@ -24,6 +25,8 @@ from function.classifier import Classifier
 from function.model_slot import ModelNotReady, ModelSlot
 from function.prediction_log import NullLog, PostgresLog, Row
 from function.settings import Settings
+
+T = TypeVar("T")
 
 log = logging.getLogger("function")
 
@@ -125,21 +128,12 @@ def create_app(
 
     loading = slot if slot is not None else ModelSlot()
 
-    # Decode and inference run here, not on anyio's default pool: run_in_executor costs the event loop (which
-    # holds the GIL for it) a fraction of anyio's cancel-scope machinery, and the loop is the bottleneck.
-    workers = _Workers()
+    workers = _Workers(settings.workers)
 
     def start() -> None:
-        workers.executor = ThreadPoolExecutor(settings.workers, thread_name_prefix="predict")
+        workers.start()
         if slot is None:
             loading.start(settings)
-
-    def stop_workers() -> None:
-        workers.executor.shutdown(
-            wait=True
-        )  # in-flight requests are already answered when shutdown hooks run
-
-    in_flight = _Counter()  # predictions being decoded or run; only the event loop touches it
 
     async def flush_log() -> None:
         await prediction_log.stop(SHUTDOWN_FLUSH_S)
@@ -153,13 +147,7 @@ def create_app(
     async def predict(request: Request, top_k: int | None = None) -> PredictionResponse:
         classifier, source = loading.get()
         data = await _upload(request)
-        in_flight.count += 1
-        try:
-            prediction, seconds, digest = await _run(
-                workers.executor, classifier, data, settings, in_flight.count == 1
-            )
-        finally:
-            in_flight.count -= 1
+        prediction, seconds, digest = await workers.run(_work(classifier, data, settings))
         prediction_id = uuid.uuid4()
         prediction_log.record(
             Row(
@@ -231,7 +219,7 @@ def create_app(
         middleware=[prometheus.middleware],
         exception_handlers=ERRORS,
         on_startup=[start, prediction_log.start],
-        on_shutdown=[flush_log, stop_workers],
+        on_shutdown=[flush_log, workers.stop],
         request_max_body_size=settings.max_upload_bytes + 64 * 1024,  # multipart framing around the file
     )
     app.state.model_slot = loading
@@ -253,18 +241,36 @@ async def _upload(request: Request) -> bytes:
     return await upload.read()
 
 
-@dataclass
-class _Counter:
-    count: int = 0
-
-
-@dataclass
 class _Workers:
-    executor: ThreadPoolExecutor | None = None  # one per lifespan: a shut-down executor takes no more work
+    """The threads that decode and infer, and how many predictions are using them.
+
+    Not anyio's default pool: `run_in_executor` costs the event loop (which holds the GIL for it) a fraction of
+    anyio's cancel-scope machinery, and the loop is the bottleneck under load. One pool per lifespan, since a
+    shut-down pool takes no more work."""
+
+    def __init__(self, size: int):
+        self._size = size
+        self._executor: ThreadPoolExecutor | None = None
+        self._in_flight = 0  # only the event loop touches it
+
+    def start(self) -> None:
+        self._executor = ThreadPoolExecutor(self._size, thread_name_prefix="predict")
+
+    def stop(self) -> None:
+        self._executor.shutdown(wait=True)  # in-flight requests are already answered when shutdown hooks run
+
+    async def run(self, work: Callable[[bool], T]) -> T:
+        """`work(alone)`: alone is true when no other prediction is being decoded or run."""
+        self._in_flight += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, work, self._in_flight == 1)
+        finally:
+            self._in_flight -= 1
 
 
-async def _run(executor: Executor, classifier: Classifier, data: bytes, settings: Settings, alone: bool):
-    def work():
+def _work(classifier: Classifier, data: bytes, settings: Settings):
+    def work(alone: bool):
         started = time.perf_counter()
         try:
             pixels = images.decode(data, classifier.card.input_size, settings.max_pixels)
@@ -279,4 +285,4 @@ async def _run(executor: Executor, classifier: Classifier, data: bytes, settings
         ).inc()
         return prediction, seconds, hashlib.sha256(data).hexdigest()
 
-    return await asyncio.get_running_loop().run_in_executor(executor, work)
+    return work

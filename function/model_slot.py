@@ -40,8 +40,8 @@ class ModelSlot:
     def _load(self, settings: Settings) -> None:
         try:
             source = fetch(settings.model_uri, settings.tracking_uri, settings.cache_dir)
-            classifier = Classifier(source.path, settings.threads)
-            classifier.classify(images.warm_up(classifier.card.input_size))  # the whole path, once
+            classifier = Classifier(source.path, settings.threads)  # runs each session once
+            images.warm_up(classifier.card.input_size)
             self.classifier, self.source = classifier, source
             card = self.classifier.card
             metrics.MODEL_INFO.labels(source.name, source.version, card.precision, card.source_version).set(1)

@@ -84,13 +84,12 @@ def _local(uri: str) -> ModelSource:
 
 def _resolve_alias(tracking_uri: str | None, name: str, alias: str) -> str:
     query = urllib.parse.urlencode({"name": name, "alias": alias})
-    try:
-        answer = _get_json(tracking_uri, f"/api/2.0/mlflow/registered-models/alias?{query}")
-        return str(answer["model_version"]["version"])
-    except _NotFound as exc:
-        raise ModelUnavailable(f"alias '{alias}' of '{name}' not found in the registry") from exc
-    except (KeyError, TypeError) as exc:
-        raise _RegistryDown(f"{tracking_uri} did not answer as an MLflow registry") from exc
+    return _registry_field(
+        tracking_uri,
+        f"/api/2.0/mlflow/registered-models/alias?{query}",
+        ("model_version", "version"),
+        f"alias '{alias}' of '{name}' not found in the registry",
+    )
 
 
 def _download(tracking_uri: str | None, name: str, version: str, cache_dir: Path) -> Path:
@@ -101,13 +100,12 @@ def _download(tracking_uri: str | None, name: str, version: str, cache_dir: Path
     if target.exists():
         return target
     query = urllib.parse.urlencode({"name": name, "version": version})
-    try:
-        artifacts = _get_json(tracking_uri, f"/api/2.0/mlflow/model-versions/get-download-uri?{query}")
-        artifact_uri = artifacts["artifact_uri"]
-    except _NotFound as exc:
-        raise ModelUnavailable(f"version {version} of '{name}' not found in the registry") from exc
-    except (KeyError, TypeError) as exc:
-        raise _RegistryDown(f"{tracking_uri} did not answer as an MLflow registry") from exc
+    artifact_uri = _registry_field(
+        tracking_uri,
+        f"/api/2.0/mlflow/model-versions/get-download-uri?{query}",
+        ("artifact_uri",),
+        f"version {version} of '{name}' not found in the registry",
+    )
     try:
         with tempfile.TemporaryDirectory(dir=_mkdir(cache_dir)) as tmp:
             downloaded = _fetch_onnx(tracking_uri, artifact_uri, Path(tmp), f"version {version} of '{name}'")
@@ -120,9 +118,9 @@ def _download(tracking_uri: str | None, name: str, version: str, cache_dir: Path
 
 def _fetch_onnx(tracking_uri: str | None, artifact_uri: str, tmp: Path, what: str) -> Path:
     """The one .onnx file at the top of a model version's artifacts, copied into `tmp`."""
-    scheme = urllib.parse.urlparse(artifact_uri).scheme
-    if scheme == "mlflow-artifacts":
-        folder = urllib.parse.urlparse(artifact_uri).path.strip("/")
+    parsed = urllib.parse.urlparse(artifact_uri)
+    if parsed.scheme == "mlflow-artifacts":
+        folder = parsed.path.strip("/")
         listing = _get_json(tracking_uri, f"{PROXY}?{urllib.parse.urlencode({'path': folder})}")
         files = [f for f in listing.get("files", []) if not f.get("is_dir") and f["path"].endswith(".onnx")]
         if len(files) != 1:
@@ -130,8 +128,8 @@ def _fetch_onnx(tracking_uri: str | None, artifact_uri: str, tmp: Path, what: st
         name = files[0]["path"].rsplit("/", 1)[-1]
         url = f"{PROXY}/{urllib.parse.quote(f'{folder}/{name}')}"
         return _download_file(tracking_uri, url, tmp / "model.onnx", files[0].get("file_size"))
-    if scheme in ("", "file"):  # a registry whose artifacts sit on a filesystem this container also mounts
-        folder = Path(urllib.parse.unquote(urllib.parse.urlparse(artifact_uri).path))
+    if parsed.scheme in ("", "file"):  # a registry whose artifacts sit on a filesystem this container mounts
+        folder = Path(urllib.parse.unquote(parsed.path))
         found = sorted(folder.glob("*.onnx"))
         if len(found) != 1:
             raise ModelUnavailable(f"{what} is not one ONNX file in {folder} (found {len(found)})")
@@ -179,7 +177,20 @@ def _download_file(tracking_uri: str | None, path: str, target: Path, listed_siz
     return target
 
 
-def _get_json(tracking_uri: str | None, path: str) -> dict:
+def _registry_field(tracking_uri: str | None, path: str, keys: tuple[str, ...], not_found: str) -> str:
+    """One field of a registry answer: `not_found` if the registry says so, "down" if it is not an answer."""
+    try:
+        answer = _get_json(tracking_uri, path)
+        for key in keys:
+            answer = answer[key]
+        return str(answer)
+    except _NotFound as exc:
+        raise ModelUnavailable(not_found) from exc
+    except (KeyError, TypeError) as exc:
+        raise _RegistryDown(f"{tracking_uri} did not answer as an MLflow registry") from exc
+
+
+def _get_json(tracking_uri: str | None, path: str):
     with _open(tracking_uri, path, REST_TIMEOUT_S) as response:
         try:
             return json.loads(_read(response))

@@ -134,12 +134,10 @@ class PostgresLog:
             await self._pool.close()
 
     async def _write_forever(self) -> None:
-        first = await self._queue.get()
+        batch = [await self._queue.get()]  # no connection, nor psycopg, before there is a row to write
         await self._retry("opening the connection pool", self._open_pool)
         await self._retry("creating the schema", self._migrate)
         while True:
-            batch = [first if first is not None else await self._queue.get()]
-            first = None
             if not self._stopping:
                 await asyncio.sleep(LINGER_S)
             while len(batch) < self._batch_size and not self._queue.empty():
@@ -148,6 +146,7 @@ class PostgresLog:
             WRITTEN.inc(len(batch))
             for _ in batch:
                 self._queue.task_done()
+            batch = [await self._queue.get()]
 
     async def _retry(self, what: str, attempt) -> None:
         """Until it succeeds: the database may be down, slow or restarting; the rows wait."""
