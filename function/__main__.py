@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
+from function.lifecycle import BudgetTooSmall, Shutdown
 from function.model_slot import ModelSlot
 from function.settings import Settings
 
@@ -15,19 +17,28 @@ from function.settings import Settings
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env(os.environ)
+    try:
+        shutdown = Shutdown(settings.shutdown_grace_s, settings.shutdown_drain_s)
+    except BudgetTooSmall as exc:
+        sys.exit(f"fish-function: {exc}")
     slot = ModelSlot().start(settings)
 
     import uvicorn
 
     from function.app import create_app
+    from function.server import DrainingServer
 
-    uvicorn.run(
-        create_app(settings, slot=slot),
-        host=os.environ.get("HOST", "0.0.0.0"),
+    config = uvicorn.Config(
+        create_app(settings, slot=slot, shutdown=shutdown),
+        host=settings.host,
         port=settings.port,
         log_level="warning",
-        timeout_graceful_shutdown=25,
+        timeout_graceful_shutdown=shutdown.request_timeout_s,
     )
+    server = DrainingServer(config, shutdown)
+    server.run()
+    if not server.started:
+        sys.exit(3)  # as uvicorn.run does: the port could not be bound, say
 
 
 if __name__ == "__main__":

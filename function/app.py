@@ -22,6 +22,7 @@ from litestar.status_codes import HTTP_200_OK
 
 from function import images, metrics
 from function.classifier import Classifier
+from function.lifecycle import Shutdown
 from function.model_slot import ModelNotReady, ModelSlot
 from function.prediction_log import NullLog, PostgresLog, Row
 from function.settings import Settings
@@ -113,16 +114,15 @@ ERRORS = {
 }
 
 
-SHUTDOWN_FLUSH_S = 10.0  # inside Knative's default 30 s grace period, after in-flight requests finish
-
-
 def create_app(
     settings: Settings,
     prediction_log: NullLog | PostgresLog | None = None,
     slot: ModelSlot | None = None,
+    shutdown: Shutdown | None = None,
 ) -> Litestar:
     """`slot`: a model already loading (the server starts it before importing this module); by default the
-    model starts loading when the app starts."""
+    model starts loading when the app starts. `shutdown`: the server's, which marks SIGTERM."""
+    shutdown = shutdown or Shutdown(settings.shutdown_grace_s, settings.shutdown_drain_s)
     if prediction_log is None:
         prediction_log = PostgresLog(settings.database_url) if settings.database_url else NullLog()
 
@@ -136,7 +136,7 @@ def create_app(
             loading.start(settings)
 
     async def flush_log() -> None:
-        await prediction_log.stop(SHUTDOWN_FLUSH_S)
+        await prediction_log.stop(shutdown.log_flush_timeout_s())
 
     @post(
         "/predict",
@@ -179,10 +179,18 @@ def create_app(
 
     @get(
         "/health",
-        summary="Readiness: 200 once the model is loaded, 503 with a reason before",
-        responses={503: ResponseSpec(data_container=Health, description="The model is not loaded (yet)")},
+        summary="Readiness: 200 once the model is loaded; 503 with a reason before, and from SIGTERM on",
+        responses={
+            503: ResponseSpec(
+                data_container=Health, description="The model is not loaded (yet), or shutting down"
+            )
+        },
     )
     async def health() -> Response[Health]:
+        if shutdown.began:  # out of the load balancer first; requests that still come are served
+            return Response(
+                Health("draining", loading.classifier is not None, "shutting down"), status_code=503
+            )
         if loading.classifier is not None:
             return Response(Health("healthy", True))
         reason = loading.error or "the model is still loading"

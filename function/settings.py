@@ -9,10 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_MODEL_URI = "models:/fish-classification-mobilenetv2@onnx"
+# Off a load balancer that needs time to notice a 503 (a plain Deployment) a drain is needed; under Knative the
+# queue-proxy has drained before the container sees SIGTERM, so there it would only delay the exit.
+DRAIN_S_STANDALONE = 5.0
 
 
 @dataclass(frozen=True)
 class Settings:
+    host: str = "0.0.0.0"
     port: int = 8080
     model_uri: str = DEFAULT_MODEL_URI
     tracking_uri: str | None = None
@@ -20,29 +24,41 @@ class Settings:
     cache_dir: Path = Path("/tmp/fish-function/models")
     max_upload_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000  # a 12 MP phone photo passes; a decompression bomb does not
-    threads: int = 1  # onnxruntime's intra-op threads for a request that runs alone
-    workers: int = 2  # requests decoded and run at once
+    threads: int = 0  # onnxruntime's intra-op threads for a request that runs alone; 0: one a CPU
+    # Requests decoded and run at once; 0: one more than the CPUs, since a core would otherwise idle while a
+    # worker waits for the GIL (2 cores, fp32 MobileNetV2, concurrency 8: 154-158 req/s with 2, 166-191 with 3).
+    workers: int = 0
     k_service: str | None = None
     k_revision: str | None = None
     k_configuration: str | None = None
+    shutdown_grace_s: float = 30.0  # SIGTERM to SIGKILL: the pod's terminationGracePeriodSeconds
+    shutdown_drain_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        # frozen: the "0 means from the CPUs" defaults are resolved here, once, for every way of building one
+        object.__setattr__(self, "threads", self.threads or available_cpus())
+        object.__setattr__(self, "workers", self.workers or available_cpus() + 1)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         return cls(
-            port=int(env.get("PORT", "8080")),
-            model_uri=env.get("MODEL_URI", DEFAULT_MODEL_URI),
+            host=env.get("HOST", cls.host),
+            port=int(env.get("PORT", cls.port)),
+            model_uri=env.get("MODEL_URI", cls.model_uri),
             tracking_uri=env.get("MLFLOW_TRACKING_URI"),
             database_url=env.get("DATABASE_URL") or None,
-            cache_dir=Path(env.get("MODEL_CACHE_DIR", "/tmp/fish-function/models")),
-            max_upload_bytes=int(env.get("MAX_UPLOAD_BYTES", str(10 * 1024 * 1024))),
-            max_pixels=int(env.get("MAX_IMAGE_PIXELS", "40000000")),
-            threads=int(env.get("THREADS", "0")) or available_cpus(),
-            # One more than the CPUs: a core would otherwise idle while a worker waits for the GIL
-            # (2 cores, fp32 MobileNetV2, concurrency 8: 154-158 req/s with 2 workers, 166-191 with 3).
-            workers=int(env.get("WORKERS", "0")) or available_cpus() + 1,
+            cache_dir=Path(env.get("MODEL_CACHE_DIR", cls.cache_dir)),
+            max_upload_bytes=int(env.get("MAX_UPLOAD_BYTES", cls.max_upload_bytes)),
+            max_pixels=int(env.get("MAX_IMAGE_PIXELS", cls.max_pixels)),
+            threads=int(env.get("THREADS", cls.threads)),
+            workers=int(env.get("WORKERS", cls.workers)),
             k_service=env.get("K_SERVICE"),
             k_revision=env.get("K_REVISION"),
             k_configuration=env.get("K_CONFIGURATION"),
+            shutdown_grace_s=float(env.get("SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_s)),
+            shutdown_drain_s=float(
+                env.get("SHUTDOWN_DRAIN_SECONDS", 0.0 if env.get("K_SERVICE") else DRAIN_S_STANDALONE)
+            ),
         )
 
 

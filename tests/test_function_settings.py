@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from function.classifier import Classifier
-from function.settings import Settings, available_cpus
+from function.lifecycle import LOG_FLUSH_RESERVE_S, SIGKILL_MARGIN_S, BudgetTooSmall, Shutdown
+from function.settings import DRAIN_S_STANDALONE, Settings, available_cpus
 from tests import tiny_onnx
 
 HOST_CPUS = len(os.sched_getaffinity(0))
@@ -98,3 +99,17 @@ def test_a_request_alone_gets_the_wide_session_and_overlapping_ones_the_shared(t
 
     asyncio.run(main())
     assert seen[0] is True and seen[1:].count(False) >= 3
+
+
+def test_shutdown_drains_only_off_knative_and_its_parts_fit_the_grace_period():
+    assert Settings.from_env({"K_SERVICE": "fish"}).shutdown_drain_s == 0  # the queue-proxy drained already
+    assert Settings.from_env({}).shutdown_drain_s == DRAIN_S_STANDALONE
+    assert Settings.from_env({"K_SERVICE": "fish", "SHUTDOWN_DRAIN_SECONDS": "2"}).shutdown_drain_s == 2
+
+    shutdown = Shutdown(grace_s=30, drain_s=5)
+    assert shutdown.request_timeout_s + shutdown.drain_s + LOG_FLUSH_RESERVE_S + SIGKILL_MARGIN_S == 30
+    assert shutdown.log_flush_timeout_s() == LOG_FLUSH_RESERVE_S  # no SIGTERM yet
+    with pytest.raises(BudgetTooSmall, match="SHUTDOWN_GRACE_SECONDS=10"):
+        Shutdown(grace_s=10, drain_s=5)
+    with pytest.raises(BudgetTooSmall, match="0 or more"):
+        Shutdown(grace_s=30, drain_s=-1)

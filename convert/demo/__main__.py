@@ -132,7 +132,8 @@ def start_function(home: Path, port: int, tracking_uri: str, database_url: str) 
     """(Re)start the function in the background so it serves what the alias points at now."""
     stop_function(home)
     env = {**os.environ, "PORT": str(port), "MLFLOW_TRACKING_URI": tracking_uri, "DATABASE_URL": database_url,
-           "MODEL_CACHE_DIR": str((home / "model-cache").resolve())}  # fmt: skip
+           "MODEL_CACHE_DIR": str((home / "model-cache").resolve()),
+           "SHUTDOWN_DRAIN_SECONDS": "0"}  # fmt: skip  # no load balancer in front: demo:stop stops at once
     log = (home / "function.log").open("ab")
     process = subprocess.Popen([sys.executable, "-m", "function"], env=env, stdout=log, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip

@@ -150,7 +150,8 @@ def function_environment(work: Path) -> Path:
 
 def function_command(python: Path, tracking: str, work: Path, database_url: str, alias: str):
     env = {"MODEL_URI": f"models:/{MODEL}@{alias}", "MLFLOW_TRACKING_URI": tracking,
-           "MODEL_CACHE_DIR": str(work / "cache"), "DATABASE_URL": database_url}  # fmt: skip
+           "MODEL_CACHE_DIR": str(work / "cache"), "DATABASE_URL": database_url,
+           "SHUTDOWN_DRAIN_SECONDS": "0"}  # fmt: skip  # nothing routes to it after the run
     return [str(python), "-m", "function"], env, work  # run outside the checkout: the installed package
 
 
