@@ -52,11 +52,32 @@ def start(root: Path, port: int) -> subprocess.Popen:
     return process
 
 
-def wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
+class ServerExited(RuntimeError):
+    """The server process ended before it answered /health (its port taken, a bad store, ...)."""
+
+
+def start_on_free_port(root: Path, attempts: int = 3) -> tuple[subprocess.Popen, int]:
+    """`start` on a port found free; returns (process, port). Another process may bind that port before the
+    server does (it binds only once its imports are done, seconds later): the server then exits, and another
+    port is tried."""
+    for _ in range(attempts - 1):
+        port = free_port()
+        with contextlib.suppress(ServerExited):
+            return start(root, port), port
+    port = free_port()
+    return start(root, port), port
+
+
+# A first start creates the SQLite schema (tens of migrations): about 15 s on an idle 2-core machine, several
+# times that on a loaded one. The wait ends as soon as the process exits, so a long deadline costs nothing then.
+START_TIMEOUT_S = 600
+
+
+def wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout_s: float = START_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout_s
     while not is_healthy(url):
         if process.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {process.returncode}; see {log}")
+            raise ServerExited(f"mlflow server exited with {process.returncode}; see {log}")
         if time.monotonic() > deadline:
             stop(process)
             raise RuntimeError(f"mlflow server did not answer on {url} within {timeout_s:.0f} s; see {log}")
@@ -67,11 +88,13 @@ def stop(process: subprocess.Popen) -> None:
     """Stop a server this process started (and reap it), children included."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # job-runner children that outlived the server
+    # About 1-3 s; a loaded machine may take much longer, and a server that still has not exited is killed
+    # below rather than failing the caller (a test session's teardown).
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=60)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # job-runner children that outlived the server, or the server
+    process.wait()
 
 
 def stop_group(pid: int, timeout_s: float = 15) -> bool:

@@ -1,6 +1,7 @@
 import json
 import os
 import re
+import socket
 
 import pytest
 
@@ -16,8 +17,7 @@ TEST_TRAINING = {"size": 96, "alpha": 0.35, "epochs": 5, "train_per_class": 150,
 def tracking_uri(tmp_path_factory):
     """A real `mlflow server` process on a free loopback port, for the whole session."""
     root = tmp_path_factory.mktemp("mlflow")
-    port = mlflow_server.free_port()
-    process = mlflow_server.start(root, port)
+    process, port = mlflow_server.start_on_free_port(root)
     yield f"http://127.0.0.1:{port}"
     mlflow_server.stop(process)
 
@@ -42,6 +42,15 @@ def postgres(tmp_path_factory):
     server = Postgres(tmp_path_factory.mktemp("pg"))
     yield server
     server.close()
+
+
+@pytest.fixture
+def dead_url():
+    """An http:// URL where connections are refused for as long as the test runs: a loopback port held bound
+    but never listening. (A port free_port() found free can be taken by another process before it is used.)"""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 @pytest.fixture

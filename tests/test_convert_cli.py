@@ -186,13 +186,11 @@ def test_onnx_version_is_not_a_conversion_source(tracking_uri, model_name, conve
     assert code == 2 and "not a Keras model" in doc["error"]
 
 
-def test_unreachable_server_is_exit_3_within_seconds():
+def test_unreachable_server_is_exit_3_within_seconds(dead_url):
     """The real console entry point, as a DAG task runs it, against a port nobody listens on."""
-    from convert.mlflow_server import free_port
-
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "convert", "--tracking-uri", f"http://127.0.0.1:{free_port()}", "--json"],
+        [sys.executable, "-m", "convert", "--tracking-uri", dead_url, "--json"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 3, done.stderr

@@ -58,12 +58,25 @@ def rows(url: str, ids: list[str]) -> list[tuple]:
         ).fetchall()
 
 
-def wait_rows(url: str, ids: list[str], timeout_s: float = 30) -> list[tuple]:
+# After a database restart the writer's connection pool retries with a doubling back-off (1, 2, 4, 8 s, ...), so its
+# first connection can come about as long after the restart as the database was down, and a loaded machine
+# stretches both. The waits end as soon as their condition holds: a generous deadline costs nothing.
+WAIT_S = 120
+
+
+def wait_rows(url: str, ids: list[str], timeout_s: float = WAIT_S) -> list[tuple]:
     deadline = time.monotonic() + timeout_s
     while len(found := rows(url, ids)) < len(ids):
         assert time.monotonic() < deadline, f"{len(found)} of {len(ids)} rows written"
         time.sleep(0.1)
     return found
+
+
+def wait_until(condition, what: str, timeout_s: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
 
 
 def test_every_prediction_becomes_a_row(model_path, postgres):
@@ -90,8 +103,10 @@ def test_database_stopped_during_a_burst_loses_nothing(model_path, postgres):
             started = time.monotonic()
             ids += predict(client, 60)  # every one answered while the database is down
             burst_seconds = time.monotonic() - started
-            time.sleep(0.5)
-            assert prediction_log.WRITE_FAILURES._value.get() > failures_before
+            wait_until(
+                lambda: prediction_log.WRITE_FAILURES._value.get() > failures_before,
+                "the writer to fail a write while the database is down",
+            )
             assert "prediction_log_queue_depth" in client.get("/metrics").text
         finally:
             postgres.start()

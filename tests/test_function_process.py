@@ -98,15 +98,22 @@ def predict(http: httpx.Client, port: int, image: bytes) -> httpx.Response:
 
 
 class SlowUpload:
-    """A request still arriving when the listener closes: its headers and half its body are sent at once, the
-    rest only when `finish()` is called. The server has read it, so it must answer it."""
+    """A request still arriving when the listener closes: half its body is sent at once, the rest only when
+    `finish()` is called. It asks `Expect: 100-continue` and sends no body before the server's "100 Continue",
+    which the server sends when the app starts reading the body: so the server has read this request (not just
+    accepted the connection) before the test goes on, and it must answer it."""
 
     def __init__(self, port: int, image: bytes):
         body, content_type = multipart(image)
         self._rest = body[len(body) // 2 :]
         self._sock = socket.create_connection(("127.0.0.1", port))
         head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}"
-        self._sock.sendall(f"{head}\r\n\r\n".encode() + body[: len(body) // 2])
+        self._sock.sendall(f"{head}\r\nExpect: 100-continue\r\n\r\n".encode())
+        interim = b""
+        while not interim.endswith(b"\r\n\r\n"):
+            interim += self._sock.recv(1)
+        assert interim.startswith(b"HTTP/1.1 100 "), interim
+        self._sock.sendall(body[: len(body) // 2])
 
     def finish(self) -> tuple[int, dict]:
         with self._sock:
@@ -225,16 +232,17 @@ def test_a_single_sigterm_drains_for_the_set_time_then_exits(model_path):
     """Off Knative, one SIGTERM is all a pod gets: /health says 503 at once, a request still sent is answered
     (and closes its connection), and the process leaves once the drain is over."""
     port = free_port()
-    drain_s = 4.0
+    drain_s = 6.0  # the request below is sent within it: a loaded machine would have to stall for seconds
     process = start(model_path, port, SHUTDOWN_DRAIN_SECONDS=str(drain_s))
     wait_ready(port, process)
     sent_at = time.monotonic()
     process.send_signal(signal.SIGTERM)
-    with httpx.Client(timeout=30) as http:
-        health = http.get(f"http://127.0.0.1:{port}/health")
+    with httpx.Client(timeout=30) as http:  # the signal is handled asynchronously: /health says when
+        wait_for(lambda: http.get(f"http://127.0.0.1:{port}/health").status_code == 503, "/health 503")
+        health = http.get(f"http://127.0.0.1:{port}/health").json()
         response = predict(http, port, png_bytes())
 
-    assert (health.status_code, health.json()["status"]) == (503, "draining")
+    assert health == {"status": "draining", "model_loaded": True, "reason": "shutting down"}
     assert response.status_code == 200 and response.headers["connection"] == "close"
     assert process.wait(timeout=60) in CLEAN_EXIT
     assert time.monotonic() - sent_at >= drain_s

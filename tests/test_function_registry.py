@@ -4,14 +4,12 @@ served from the cache when the registry is down, and answering as Keras does."""
 from __future__ import annotations
 
 import io
-import time
 
 import numpy as np
 import pytest
 from litestar.testing import TestClient
 from PIL import Image
 
-from convert.mlflow_server import free_port
 from function.app import create_app
 from function.model_source import ModelUnavailable, fetch
 from function.settings import Settings
@@ -37,23 +35,35 @@ def converted(tracking_uri):
 
 
 def test_registry_model_is_downloaded_once_then_served_from_cache_when_the_registry_is_down(
-    converted, tracking_uri, tmp_path
+    converted, tracking_uri, tmp_path, dead_url, monkeypatch
 ):
+    from function import model_source
+
     name, _, version = converted
     uri = f"models:/{name}@onnx"
 
     first = fetch(uri, tracking_uri, tmp_path)
     assert first.version == version and not first.from_cache and first.path.is_file()
-    started = time.monotonic()
-    again = fetch(uri, tracking_uri, tmp_path)  # cached file reused, alias still checked
-    assert again.path == first.path and time.monotonic() - started < 5
+    resolve, aliases_resolved = model_source._resolve_alias, []
 
-    dead = f"http://127.0.0.1:{free_port()}"
-    offline = fetch(uri, dead, tmp_path)
+    def resolve_counted(*args):
+        aliases_resolved.append(args)
+        return resolve(*args)
+
+    def no_download(*args):
+        pytest.fail("the cached model was downloaded again")
+
+    with monkeypatch.context() as patch:  # cached file reused, alias still checked
+        patch.setattr(model_source, "_resolve_alias", resolve_counted)
+        patch.setattr(model_source, "_fetch_onnx", no_download)
+        again = fetch(uri, tracking_uri, tmp_path)
+    assert again.path == first.path and again.version == version and len(aliases_resolved) == 1
+
+    offline = fetch(uri, dead_url, tmp_path)
     assert offline.from_cache and offline.version == version and offline.path == first.path
 
     with pytest.raises(ModelUnavailable, match="unreachable"):
-        fetch(uri, dead, tmp_path / "empty-cache")
+        fetch(uri, dead_url, tmp_path / "empty-cache")
 
 
 def test_pinned_version_and_unknown_alias(converted, tracking_uri, tmp_path):
