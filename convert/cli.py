@@ -1,7 +1,8 @@
 """fish-convert: the command the training DAG runs after registering a Keras version.
 
-Exit codes: 0 converted or already done, 1 a check failed (nothing registered), 2 bad usage or
-model/version/classes not found, 3 MLflow unreachable.
+Exit codes: 0 converted or already done, 1 a check failed (nothing registered), 2 bad usage, bad inputs
+(classes file, samples, a model that does not fit its classes) or model/version/classes not found, 3 MLflow
+unreachable.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ def parse_args(argv: list[str] | None) -> tuple[Options, bool]:
     p = argparse.ArgumentParser(
         prog="fish-convert",
         description="Convert a registered Keras model version to a verified ONNX version in the same registry.",
-        epilog="Exit codes: 0 converted or already done; 1 a check failed; 2 bad usage or model/classes not "
-        "found; 3 MLflow unreachable.",
+        epilog="Exit codes: 0 converted or already done; 1 a check failed; 2 bad usage, bad inputs or "
+        "model/classes not found; 3 MLflow unreachable.",
     )
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
     p.add_argument("--model", default=Options.model, help="registered model name (default: %(default)s)")

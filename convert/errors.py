@@ -14,13 +14,16 @@ class ConvertError(Exception):
 class CheckFailed(ConvertError):
     """A parity or accuracy gate failed: nothing was registered."""
 
-    exit_code = 1
 
-
-class NotFound(ConvertError):
-    """Bad usage, or the model, version, alias or class names could not be found."""
+class InvalidInput(ConvertError):
+    """Bad usage, or inputs that cannot be converted: a malformed classes file, class names that do not match
+    the model's output, a model input that is not a fixed-size RGB image, an unreadable sample image."""
 
     exit_code = 2
+
+
+class NotFound(InvalidInput):
+    """The model, version, alias, classes file or class names asked for do not exist."""
 
 
 class RegistryUnreachable(ConvertError):

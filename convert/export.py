@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from convert.errors import NotFound
+from convert.errors import InvalidInput
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
@@ -42,7 +42,9 @@ def input_size(model) -> tuple[int, int]:
     """The (height, width) a Keras image model expects; it must be static and RGB."""
     shape = tuple(model.inputs[0].shape)
     if len(shape) != 4 or shape[3] != 3 or shape[1] is None or shape[2] is None:
-        raise NotFound(f"the Keras model's input shape {shape} is not [batch, H, W, 3] with a fixed H and W")
+        raise InvalidInput(
+            f"the Keras model's input shape {shape} is not [batch, H, W, 3] with a fixed H and W"
+        )
     return int(shape[1]), int(shape[2])
 
 
@@ -76,7 +78,7 @@ def _check_interface(onnx_model: onnx.ModelProto, num_classes: int) -> None:
     (output,) = onnx_model.graph.output
     dims = [d.dim_value or d.dim_param for d in output.type.tensor_type.shape.dim]
     if len(dims) != 2 or dims[1] != num_classes:
-        raise NotFound(f"the model outputs shape {dims}, but there are {num_classes} class names")
+        raise InvalidInput(f"the model outputs shape {dims}, but there are {num_classes} class names")
 
 
 def _describe(onnx_model: onnx.ModelProto, provenance: Provenance, tf2onnx_version: str, tf_version: str):
@@ -103,7 +105,3 @@ def set_metadata(onnx_model: onnx.ModelProto, values: dict[str, str]) -> None:
     del onnx_model.metadata_props[:]
     for key, value in kept.items():
         onnx_model.metadata_props.add(key=key, value=value)
-
-
-def metadata(onnx_model: onnx.ModelProto) -> dict[str, str]:
-    return {p.key: p.value for p in onnx_model.metadata_props}

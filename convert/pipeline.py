@@ -17,8 +17,6 @@ from convert import export, parity, registry, samples
 from convert import quantize as quantization
 from convert.errors import CheckFailed
 
-GENERATED_IMAGES = 32
-
 
 @dataclass(frozen=True)
 class Options:
@@ -105,7 +103,7 @@ class _Job:
         if existing and not self.options.force:
             return _found(existing)
         fp32 = self._fresh_fp32 or self.step("Downloading the registered fp32 ONNX", self._registered_fp32)
-        calibration, heldout = samples.split(self.images)
+        calibration, heldout = samples.split(self.check_images.pixels)
         int8, calibration_method = self.step(
             f"Quantizing to int8 (static QDQ, {len(calibration)} calibration images)",
             lambda: quantization.quantize_int8(fp32, calibration),
@@ -160,20 +158,17 @@ class _Job:
         )
 
     @cached_property
-    def images(self) -> np.ndarray:
-        size = export.input_size(self.keras_model)
+    def check_images(self) -> samples.CheckImages:
         folder = self.options.samples or registry.download_samples(
             self.client, self.source, Path(self._tmp.name)
         )
-        files = samples.image_files(folder) if folder else []
-        self.sample_origin = (
-            f"{len(files)} sample images" if files else f"{GENERATED_IMAGES} generated images"
-        )
-        return samples.load(files, size) if files else samples.generated(GENERATED_IMAGES, size)
+        return samples.check_images(folder, export.input_size(self.keras_model))
 
     @cached_property
     def keras_probabilities(self) -> np.ndarray:
-        return parity.keras_probabilities(self.keras_model, self.images, self.options.input_scaling)
+        return parity.keras_probabilities(
+            self.keras_model, self.check_images.pixels, self.options.input_scaling
+        )
 
     def _export(self) -> onnx.ModelProto:
         provenance = export.Provenance(
@@ -193,9 +188,8 @@ class _Job:
             raise CheckFailed(
                 f"onnxruntime cannot load the exported graph: {message}; nothing was registered"
             ) from exc
-        return parity.compare(
-            self.keras_probabilities, parity.onnx_probabilities(session, self.images), self.options.tolerance
-        )
+        onnx_probabilities = parity.onnx_probabilities(session, self.check_images.pixels)
+        return parity.compare(self.keras_probabilities, onnx_probabilities, self.options.tolerance)
 
     def _registered_fp32(self) -> onnx.ModelProto:
         version = registry.existing_onnx(self.client, self.target, self.source, "fp32")
@@ -216,11 +210,11 @@ class _Job:
             "onnx": onnx.__version__,
             "opset": str(self.options.opset),
             "onnxruntime": onnxruntime.__version__,
-            "check_images": self.sample_origin,
+            "check_images": self.check_images.origin,
         } | {k: _tag_value(v) for k, v in figures.items()}
         metrics = {k: float(v) for k, v in figures.items() if isinstance(v, int | float)}
         version = registry.register_onnx(
-            self.client, self.target, self.source, model, self.images[:1], tags, metrics
+            self.client, self.target, self.source, model, self.check_images.pixels[:1], tags, metrics
         )
         registry.publish(self.client, self.target, version, alias, self.source, precision)
         return version

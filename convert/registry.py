@@ -17,7 +17,7 @@ from mlflow.exceptions import MlflowException, RestException
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
-from convert.errors import NotFound, RegistryUnreachable
+from convert.errors import InvalidInput, NotFound, RegistryUnreachable
 from convert.export import INPUT_NAME, OUTPUT_NAME
 
 CLASS_INDICES = "class_indices.json"
@@ -44,7 +44,7 @@ def connect(tracking_uri: str | None) -> MlflowClient:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
-        raise NotFound("no tracking server: pass --tracking-uri or set MLFLOW_TRACKING_URI")
+        raise InvalidInput("no tracking server: pass --tracking-uri or set MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     guarded(lambda: client.search_registered_models(max_results=1), f"tracking server {uri}")
@@ -52,14 +52,14 @@ def connect(tracking_uri: str | None) -> MlflowClient:
 
 
 def guarded(call, what: str):
-    """Run an MLflow call, turning 'not found' into exit 2 and 'no answer' into exit 3."""
+    """Run an MLflow call, turning 'not found' and refused arguments into exit 2 and 'no answer' into exit 3."""
     try:
         return call()
     except RestException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(exc):
             raise NotFound(f"{what} not found") from exc
         if exc.error_code == "INVALID_PARAMETER_VALUE":  # e.g. a version that is not a number
-            raise NotFound(f"{what}: {_first_line(exc)}") from exc
+            raise InvalidInput(f"{what}: {_first_line(exc)}") from exc
         raise
     except MlflowException as exc:
         if "Max retries exceeded" in str(exc) or "failed with exception" in str(exc):
@@ -80,7 +80,7 @@ def resolve_source(client: MlflowClient, name: str, version: str | None, alias: 
     else:
         found = _newest_keras(client, name)
     if not is_keras(found):
-        raise NotFound(f"version {found.version} of model '{name}' is not a Keras model")
+        raise InvalidInput(f"version {found.version} of model '{name}' is not a Keras model")
     return Source(name=name, version=str(found.version), run_id=found.run_id or "")
 
 
@@ -126,12 +126,12 @@ def parse_class_indices(text: str, origin: str) -> list[str]:
     try:
         indices = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise NotFound(f"{origin} is not JSON: {exc}") from exc
+        raise InvalidInput(f"{origin} is not JSON: {exc}") from exc
     if not isinstance(indices, dict) or not indices:
-        raise NotFound(f'{origin} must be a non-empty JSON object {{"class_name": index}}')
-    by_index = {index: name for name, index in indices.items()}
+        raise InvalidInput(f'{origin} must be a non-empty JSON object {{"class_name": index}}')
+    by_index = {index: name for name, index in indices.items() if type(index) is int}  # not bool, str, float
     if sorted(by_index) != list(range(len(indices))):
-        raise NotFound(f"{origin}: indices must be the integers 0..{len(indices) - 1}, each once")
+        raise InvalidInput(f"{origin}: indices must be the integers 0..{len(indices) - 1}, each once")
     return [by_index[i] for i in range(len(indices))]
 
 
@@ -219,10 +219,6 @@ def publish(client: MlflowClient, target: str, version: str, alias: str, source:
     pointer = version if target == source.name else f"{target}/{version}"
     client.set_model_version_tag(source.name, source.version, ONNX_POINTER_TAG[precision], pointer)
     client.set_model_version_tag(source.name, source.version, FORMAT_TAG, "keras")
-
-
-def aliases(client: MlflowClient, name: str) -> dict[str, str]:
-    return dict(guarded(lambda: client.get_registered_model(name), f"model '{name}'").aliases)
 
 
 def _has_artifact(client: MlflowClient, run_id: str, path: str) -> bool:

@@ -1,13 +1,41 @@
-"""Images for the parity and int8 gates: the training run's held-out samples, or generated stand-ins."""
+"""Images for the parity and int8 gates: the training run's held-out samples, or generated stand-ins.
+
+Sample files are decoded by the serving function's own decoder (`function.images`: JPEG draft mode, EXIF
+orientation, alpha on white, 16-bit range), so the gates judge exactly the pixels the function will classify.
+That module imports only numpy and Pillow; the dependency points this way only, never from function to convert.
+"""
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+from convert.errors import InvalidInput
+from function import images as function_images
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+GENERATED_IMAGES = 32
+# Samples are the team's own files, not uploads: no pixel limit, so none is skipped for its size.
+NO_PIXEL_LIMIT = sys.maxsize
+
+
+@dataclass(frozen=True)
+class CheckImages:
+    """The uint8 [N, H, W, 3] images the gates run on, and where they came from (for the check_images tag)."""
+
+    pixels: np.ndarray
+    origin: str
+
+
+def check_images(folder: Path | None, size: tuple[int, int]) -> CheckImages:
+    """The sample images below `folder` if it has any, else generated stand-ins, at (height, width)."""
+    files = image_files(folder) if folder else []
+    if files:
+        return CheckImages(load(files, size), f"{len(files)} sample images")
+    return CheckImages(generated(GENERATED_IMAGES, size), f"{GENERATED_IMAGES} generated images")
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -16,13 +44,14 @@ def image_files(folder: Path) -> list[Path]:
 
 
 def load(paths: list[Path], size: tuple[int, int]) -> np.ndarray:
-    """Decode to RGB and resize to (height, width) the way the serving function does: uint8 [N, H, W, 3]."""
+    """Decode and resize to (height, width) with the serving function's decoder: uint8 [N, H, W, 3]."""
     height, width = size
     batch = np.empty((len(paths), height, width, 3), dtype=np.uint8)
     for i, path in enumerate(paths):
-        with Image.open(path) as image:
-            rgb = ImageOps.exif_transpose(image).convert("RGB")
-            batch[i] = np.asarray(rgb.resize((width, height), Image.Resampling.BILINEAR))
+        try:
+            batch[i] = function_images.decode(path.read_bytes(), size, NO_PIXEL_LIMIT)
+        except function_images.ImageRejected as exc:
+            raise InvalidInput(f"sample image {path}: {exc}") from exc
     return batch
 
 

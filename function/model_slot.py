@@ -39,7 +39,7 @@ class ModelSlot:
 
     def _load(self, settings: Settings) -> None:
         try:
-            source = fetch(settings.model_uri, settings.tracking_uri, settings.cache_dir)
+            source = fetch(settings.model_uri, settings.registry, settings.cache_dir)
             classifier = Classifier(source.path, settings.threads)  # runs each session once
             images.warm_up(classifier.card.input_size)
             self.classifier, self.source = classifier, source

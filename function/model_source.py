@@ -18,7 +18,7 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -42,15 +42,36 @@ class ModelSource:
     from_cache: bool = False  # True when the registry could not be asked and a cached copy serves
 
 
-def fetch(uri: str, tracking_uri: str | None, cache_dir: Path) -> ModelSource:
+@dataclass(frozen=True)
+class Registry:
+    """The MLflow tracking server and MLflow's own credential variables (read once, into Settings)."""
+
+    url: str | None
+    token: str | None = field(default=None, repr=False)
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    def headers(self) -> dict[str, str]:
+        if self.token:
+            return {"Authorization": f"Bearer {self.token}"}
+        if self.username and self.password:
+            basic = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+            return {"Authorization": f"Basic {basic}"}
+        return {}
+
+    def __str__(self) -> str:
+        return self.url or "no registry"
+
+
+def fetch(uri: str, registry: Registry, cache_dir: Path) -> ModelSource:
     match = URI.match(uri)
     if not match:
         return _local(uri)
     name, alias, version = match["name"], match["alias"], match["version"]
     pointer = cache_dir / (re.sub(r"[^A-Za-z0-9._-]+", "_", uri) + ".json")
     try:
-        version = version or _resolve_alias(tracking_uri, name, alias)
-        path = _download(tracking_uri, name, version, cache_dir)
+        version = version or _resolve_alias(registry, name, alias)
+        path = _download(registry, name, version, cache_dir)
     except _RegistryDown as exc:
         if not pointer.exists():
             raise ModelUnavailable(
@@ -82,17 +103,17 @@ def _local(uri: str) -> ModelSource:
     return ModelSource(path, uri, path.stem, "local", None)
 
 
-def _resolve_alias(tracking_uri: str | None, name: str, alias: str) -> str:
+def _resolve_alias(registry: Registry, name: str, alias: str) -> str:
     query = urllib.parse.urlencode({"name": name, "alias": alias})
     return _registry_field(
-        tracking_uri,
+        registry,
         f"/api/2.0/mlflow/registered-models/alias?{query}",
         ("model_version", "version"),
         f"alias '{alias}' of '{name}' not found in the registry",
     )
 
 
-def _download(tracking_uri: str | None, name: str, version: str, cache_dir: Path) -> Path:
+def _download(registry: Registry, name: str, version: str, cache_dir: Path) -> Path:
     """A cache miss: the first start on a new version. The file comes through the tracking server's artifact
     proxy (`mlflow server` serves artifacts by default), so the function needs no MLflow client: that keeps
     its image slim and its start fast (the client's pydantic alone would add about 90 ms to every start)."""
@@ -101,14 +122,14 @@ def _download(tracking_uri: str | None, name: str, version: str, cache_dir: Path
         return target
     query = urllib.parse.urlencode({"name": name, "version": version})
     artifact_uri = _registry_field(
-        tracking_uri,
+        registry,
         f"/api/2.0/mlflow/model-versions/get-download-uri?{query}",
         ("artifact_uri",),
         f"version {version} of '{name}' not found in the registry",
     )
     try:
         with tempfile.TemporaryDirectory(dir=_mkdir(cache_dir)) as tmp:
-            downloaded = _fetch_onnx(tracking_uri, artifact_uri, Path(tmp), f"version {version} of '{name}'")
+            downloaded = _fetch_onnx(registry, artifact_uri, Path(tmp), f"version {version} of '{name}'")
             target.parent.mkdir(parents=True, exist_ok=True)
             downloaded.replace(target)  # same filesystem: an atomic rename, never a half-written cache entry
     except OSError as exc:  # registry reads raise _RegistryDown, so this is the cache's own disk
@@ -116,28 +137,28 @@ def _download(tracking_uri: str | None, name: str, version: str, cache_dir: Path
     return target
 
 
-def _fetch_onnx(tracking_uri: str | None, artifact_uri: str, tmp: Path, what: str) -> Path:
+def _fetch_onnx(registry: Registry, artifact_uri: str, tmp: Path, what: str) -> Path:
     """The one .onnx file at the top of a model version's artifacts, copied into `tmp`."""
     parsed = urllib.parse.urlparse(artifact_uri)
     if parsed.scheme == "mlflow-artifacts":
         folder = parsed.path.strip("/")
-        listing = _get_json(tracking_uri, f"{PROXY}?{urllib.parse.urlencode({'path': folder})}")
+        listing = _get_json(registry, f"{PROXY}?{urllib.parse.urlencode({'path': folder})}")
         files = [f for f in listing.get("files", []) if not f.get("is_dir") and f["path"].endswith(".onnx")]
         if len(files) != 1:
             raise ModelUnavailable(f"{what} is not one ONNX file (found {len(files)})")
         name = files[0]["path"].rsplit("/", 1)[-1]
         url = f"{PROXY}/{urllib.parse.quote(f'{folder}/{name}')}"
-        return _download_file(tracking_uri, url, tmp / "model.onnx", files[0].get("file_size"))
+        return _download_file(registry, url, tmp / "model.onnx", files[0].get("file_size"))
     if parsed.scheme in ("", "file"):  # a registry whose artifacts sit on a filesystem this container mounts
         folder = Path(urllib.parse.unquote(parsed.path))
         found = sorted(folder.glob("*.onnx"))
         if len(found) != 1:
             raise ModelUnavailable(f"{what} is not one ONNX file in {folder} (found {len(found)})")
         return Path(shutil.copy(found[0], tmp / "model.onnx"))
-    return _fetch_with_mlflow(tracking_uri, artifact_uri, tmp, what)
+    return _fetch_with_mlflow(registry, artifact_uri, tmp, what)
 
 
-def _fetch_with_mlflow(tracking_uri: str | None, artifact_uri: str, tmp: Path, what: str) -> Path:
+def _fetch_with_mlflow(registry: Registry, artifact_uri: str, tmp: Path, what: str) -> Path:
     """Artifacts the tracking server does not proxy (s3://, gs://, ...): only MLflow's client can read every
     store, so it is an optional extra rather than a dependency of every image."""
     try:
@@ -147,8 +168,11 @@ def _fetch_with_mlflow(tracking_uri: str | None, artifact_uri: str, tmp: Path, w
             f"{what} is stored at {artifact_uri}, which the tracking server does not proxy; run `mlflow server` "
             "with artifact serving on (its default), or install the `registry-client` extra"
         ) from exc
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # Knative restarts are cheap; waits are not
-    mlflow.set_tracking_uri(tracking_uri)
+    # The MLflow client takes its settings from the environment only (credentials included, which it reads
+    # itself): this optional path is the one place the function writes there. Knative restarts are cheap;
+    # minutes of retries against a dead store are not.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    mlflow.set_tracking_uri(registry.url)
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri, dst_path=str(tmp)))
     except Exception as exc:  # whatever the store's client raises: the registry's storage is unreachable
@@ -163,9 +187,9 @@ class _NotFound(ModelUnavailable):
     pass
 
 
-def _download_file(tracking_uri: str | None, path: str, target: Path, listed_size) -> Path:
+def _download_file(registry: Registry, path: str, target: Path, listed_size) -> Path:
     """Stream to `target`; a download cut short is the registry's failure, never a cache entry."""
-    with _open(tracking_uri, path, DOWNLOAD_TIMEOUT_S) as response, target.open("wb") as out:
+    with _open(registry, path, DOWNLOAD_TIMEOUT_S) as response, target.open("wb") as out:
         expected = int(response.headers.get("Content-Length") or listed_size or -1)
         while chunk := _read(response, 1 << 20):
             out.write(chunk)
@@ -177,25 +201,25 @@ def _download_file(tracking_uri: str | None, path: str, target: Path, listed_siz
     return target
 
 
-def _registry_field(tracking_uri: str | None, path: str, keys: tuple[str, ...], not_found: str) -> str:
+def _registry_field(registry: Registry, path: str, keys: tuple[str, ...], not_found: str) -> str:
     """One field of a registry answer: `not_found` if the registry says so, "down" if it is not an answer."""
     try:
-        answer = _get_json(tracking_uri, path)
+        answer = _get_json(registry, path)
         for key in keys:
             answer = answer[key]
         return str(answer)
     except _NotFound as exc:
         raise ModelUnavailable(not_found) from exc
     except (KeyError, TypeError) as exc:
-        raise _RegistryDown(f"{tracking_uri} did not answer as an MLflow registry") from exc
+        raise _RegistryDown(f"{registry} did not answer as an MLflow registry") from exc
 
 
-def _get_json(tracking_uri: str | None, path: str):
-    with _open(tracking_uri, path, REST_TIMEOUT_S) as response:
+def _get_json(registry: Registry, path: str):
+    with _open(registry, path, REST_TIMEOUT_S) as response:
         try:
             return json.loads(_read(response))
         except ValueError as exc:
-            raise _RegistryDown(f"{tracking_uri} did not answer as an MLflow registry") from exc
+            raise _RegistryDown(f"{registry} did not answer as an MLflow registry") from exc
 
 
 def _read(response, size: int = -1) -> bytes:
@@ -206,14 +230,14 @@ def _read(response, size: int = -1) -> bytes:
 
 
 @contextlib.contextmanager
-def _open(tracking_uri: str | None, path: str, timeout_s: float):
+def _open(registry: Registry, path: str, timeout_s: float):
     """GET from the tracking server, with MLflow's own credentials variables. Only opening is guarded here:
     errors raised in the caller's with-block (reads, local writes) are the caller's to name."""
-    if not tracking_uri or not tracking_uri.startswith(("http://", "https://")):
+    if not registry.url or not registry.url.startswith(("http://", "https://")):
         raise ModelUnavailable(
             "a models:/ MODEL_URI needs MLFLOW_TRACKING_URI set to the registry's http(s) URL"
         )
-    request = urllib.request.Request(f"{tracking_uri.rstrip('/')}{path}", headers=_auth_headers())
+    request = urllib.request.Request(f"{registry.url.rstrip('/')}{path}", headers=registry.headers())
     try:
         response = urllib.request.urlopen(request, timeout=timeout_s)
     except urllib.error.HTTPError as exc:
@@ -229,15 +253,6 @@ def _open(tracking_uri: str | None, path: str, timeout_s: float):
         raise _RegistryDown(str(exc)[:200]) from exc
     with response:
         yield response
-
-
-def _auth_headers() -> dict[str, str]:
-    if token := os.environ.get("MLFLOW_TRACKING_TOKEN"):
-        return {"Authorization": f"Bearer {token}"}
-    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
-    if user and password:
-        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
-    return {}
 
 
 def _mkdir(path: Path) -> Path:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from function.model_source import Registry
 
 DEFAULT_MODEL_URI = "models:/fish-classification-mobilenetv2@onnx"
 # Off a load balancer that needs time to notice a 503 (a plain Deployment) a drain is needed; under Knative the
@@ -20,6 +22,10 @@ class Settings:
     port: int = 8080
     model_uri: str = DEFAULT_MODEL_URI
     tracking_uri: str | None = None
+    # MLflow's own credential variables: a bearer token, or a user and password
+    tracking_token: str | None = field(default=None, repr=False)
+    tracking_username: str | None = None
+    tracking_password: str | None = field(default=None, repr=False)
     database_url: str | None = None
     cache_dir: Path = Path("/tmp/fish-function/models")
     max_upload_bytes: int = 10 * 1024 * 1024
@@ -39,6 +45,12 @@ class Settings:
         object.__setattr__(self, "threads", self.threads or available_cpus())
         object.__setattr__(self, "workers", self.workers or available_cpus() + 1)
 
+    @property
+    def registry(self) -> Registry:
+        return Registry(
+            self.tracking_uri, self.tracking_token, self.tracking_username, self.tracking_password
+        )
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         return cls(
@@ -46,6 +58,9 @@ class Settings:
             port=int(env.get("PORT", cls.port)),
             model_uri=env.get("MODEL_URI", cls.model_uri),
             tracking_uri=env.get("MLFLOW_TRACKING_URI"),
+            tracking_token=env.get("MLFLOW_TRACKING_TOKEN"),
+            tracking_username=env.get("MLFLOW_TRACKING_USERNAME"),
+            tracking_password=env.get("MLFLOW_TRACKING_PASSWORD"),
             database_url=env.get("DATABASE_URL") or None,
             cache_dir=Path(env.get("MODEL_CACHE_DIR", cls.cache_dir)),
             max_upload_bytes=int(env.get("MAX_UPLOAD_BYTES", cls.max_upload_bytes)),

@@ -1,7 +1,10 @@
 import json
 import os
 import re
+import shutil
 import socket
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -35,13 +38,19 @@ def fish_registry(tracking_uri, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory):
-    """A real PostgreSQL server (pgserver) for the session; tests may stop and start it."""
+def postgres():
+    """A real PostgreSQL server (pgserver) for the session; tests may stop and start it.
+
+    Its data is not under pytest's temporary root: as root, pgserver runs PostgreSQL as the user 'pgserver' and
+    opens the folders above the data to others, but every pytest session that starts on the machine resets that
+    root to 0700, after which the server can neither start again nor write its files."""
     from tests.postgres import Postgres
 
-    server = Postgres(tmp_path_factory.mktemp("pg"))
+    folder = Path(tempfile.mkdtemp(prefix="fish-tests-pg-"))
+    server = Postgres(folder / "pg")
     yield server
     server.close()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

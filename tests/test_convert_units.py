@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from convert import export, parity, samples
-from convert.errors import NotFound
+from convert.errors import InvalidInput
 from convert.registry import parse_class_indices
 
 
@@ -14,11 +14,22 @@ def test_class_indices_are_ordered_by_index():
 
 @pytest.mark.parametrize(
     "text",
-    ['{"a": 0, "b": 2}', '{"a": 1}', '{"a": 0, "b": 0}', "[]", "{}", "not json", '{"a": "0"}'],
+    [
+        '{"a": 0, "b": 2}',
+        '{"a": 1}',
+        '{"a": 0, "b": 0}',
+        "[]",
+        "{}",
+        "not json",
+        '{"a": "0"}',
+        '{"a": 0, "b": "1"}',
+        '{"a": false}',
+    ],
 )
 def test_bad_class_indices_are_refused_with_a_reason(text):
-    with pytest.raises(NotFound, match="x"):
+    with pytest.raises(InvalidInput, match="x") as refused:
         parse_class_indices(text, "x")
+    assert refused.type is InvalidInput and refused.value.exit_code == 2  # a bad file, not a missing one
 
 
 @pytest.mark.parametrize(("scaling", "low", "high"), [("unit", 0, 1), ("symmetric", -1, 1), ("none", 0, 255)])
@@ -59,3 +70,19 @@ def test_sample_loading_fixes_orientation_and_mode(tmp_path):
     (loaded,) = samples.load(samples.image_files(tmp_path), (8, 4))
     assert loaded.shape == (8, 4, 3)
     assert loaded[:3].mean() < 30 and loaded[5:].mean() > 225
+
+
+def test_an_unreadable_sample_is_exit_2_naming_the_file(tmp_path):
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    with pytest.raises(InvalidInput, match="broken.jpg") as refused:
+        samples.load(samples.image_files(tmp_path), (8, 8))
+    assert refused.value.exit_code == 2
+
+
+def test_check_images_say_where_they_came_from(tmp_path):
+    from PIL import Image
+
+    assert samples.check_images(None, (8, 8)).origin == f"{samples.GENERATED_IMAGES} generated images"
+    Image.new("RGB", (10, 10), (1, 2, 3)).save(tmp_path / "a.png")
+    found = samples.check_images(tmp_path, (8, 8))
+    assert found.origin == "1 sample images" and found.pixels.shape == (1, 8, 8, 3)

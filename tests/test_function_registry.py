@@ -11,7 +11,7 @@ from litestar.testing import TestClient
 from PIL import Image
 
 from function.app import create_app
-from function.model_source import ModelUnavailable, fetch
+from function.model_source import ModelUnavailable, Registry, fetch
 from function.settings import Settings
 from tests.models import register_keras, small_cnn
 from tests.readiness import wait_healthy
@@ -42,7 +42,7 @@ def test_registry_model_is_downloaded_once_then_served_from_cache_when_the_regis
     name, _, version = converted
     uri = f"models:/{name}@onnx"
 
-    first = fetch(uri, tracking_uri, tmp_path)
+    first = fetch(uri, Registry(tracking_uri), tmp_path)
     assert first.version == version and not first.from_cache and first.path.is_file()
     resolve, aliases_resolved = model_source._resolve_alias, []
 
@@ -56,21 +56,21 @@ def test_registry_model_is_downloaded_once_then_served_from_cache_when_the_regis
     with monkeypatch.context() as patch:  # cached file reused, alias still checked
         patch.setattr(model_source, "_resolve_alias", resolve_counted)
         patch.setattr(model_source, "_fetch_onnx", no_download)
-        again = fetch(uri, tracking_uri, tmp_path)
+        again = fetch(uri, Registry(tracking_uri), tmp_path)
     assert again.path == first.path and again.version == version and len(aliases_resolved) == 1
 
-    offline = fetch(uri, dead_url, tmp_path)
+    offline = fetch(uri, Registry(dead_url), tmp_path)
     assert offline.from_cache and offline.version == version and offline.path == first.path
 
     with pytest.raises(ModelUnavailable, match="unreachable"):
-        fetch(uri, dead_url, tmp_path / "empty-cache")
+        fetch(uri, Registry(dead_url), tmp_path / "empty-cache")
 
 
 def test_pinned_version_and_unknown_alias(converted, tracking_uri, tmp_path):
     name, _, version = converted
-    assert fetch(f"models:/{name}/{version}", tracking_uri, tmp_path).version == version
+    assert fetch(f"models:/{name}/{version}", Registry(tracking_uri), tmp_path).version == version
     with pytest.raises(ModelUnavailable, match="nope"):
-        fetch(f"models:/{name}@nope", tracking_uri, tmp_path)
+        fetch(f"models:/{name}@nope", Registry(tracking_uri), tmp_path)
 
 
 def test_served_predictions_match_keras(converted, tracking_uri, tmp_path):
@@ -109,25 +109,31 @@ def test_artifacts_on_a_shared_filesystem_are_copied_and_unproxied_stores_need_t
     (store / "MLmodel").write_text("flavors: {}")
     work = tmp_path / "work"
     work.mkdir()
-    copied = model_source._fetch_onnx(None, store.as_uri(), work, "version 1 of 'm'")
+    copied = model_source._fetch_onnx(Registry(None), store.as_uri(), work, "version 1 of 'm'")
     assert copied.read_bytes() == b"onnx bytes" and copied.parent == work
 
     monkeypatch.setitem(__import__("sys").modules, "mlflow", None)  # as in the slim image: not installed
     with pytest.raises(ModelUnavailable, match="does not proxy.*registry-client"):
-        model_source._fetch_onnx(None, "s3://bucket/models/m-1/artifacts", work, "version 1 of 'm'")
+        model_source._fetch_onnx(Registry(None), "s3://bucket/models/m-1/artifacts", work, "version 1 of 'm'")
 
 
-def test_registry_credentials_follow_mlflow_variables(monkeypatch):
-    from function.model_source import _auth_headers
+def test_registry_credentials_follow_mlflow_variables():
+    def headers(env):
+        return Settings.from_env(env).registry.headers()
 
-    for name in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-        monkeypatch.delenv(name, raising=False)
-    assert _auth_headers() == {}
-    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "ann")
-    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cret")
-    assert _auth_headers() == {"Authorization": "Basic YW5uOnMzY3JldA=="}
-    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "tok")
-    assert _auth_headers() == {"Authorization": "Bearer tok"}
+    assert headers({}) == {}
+    assert headers({"MLFLOW_TRACKING_USERNAME": "ann", "MLFLOW_TRACKING_PASSWORD": "s3cret"}) == {
+        "Authorization": "Basic YW5uOnMzY3JldA=="
+    }
+    both = {
+        "MLFLOW_TRACKING_USERNAME": "ann",
+        "MLFLOW_TRACKING_PASSWORD": "s3cret",
+        "MLFLOW_TRACKING_TOKEN": "tok",
+    }
+    assert headers(both) == {"Authorization": "Bearer tok"}
+    assert "s3cret" not in repr(Settings.from_env(both)) and "tok" not in repr(
+        Settings.from_env(both).registry
+    )
 
 
 class _StubRegistry:
@@ -179,14 +185,14 @@ def test_a_download_cut_short_is_never_cached_and_the_cached_version_serves(tmp_
 
     whole = _StubRegistry(b"x" * 5000)
     try:
-        good = model_source._download(whole.url, "m", "1", tmp_path)
+        good = model_source._download(Registry(whole.url), "m", "1", tmp_path)
         assert good.read_bytes() == b"x" * 5000
     finally:
         whole.close()
     cut = _StubRegistry(b"y" * 5000, send_bytes=1200)  # Content-Length says 5000, the connection ends at 1200
     try:
         with pytest.raises(model_source._RegistryDown, match="1200 of 5000 bytes"):
-            model_source._download(cut.url, "m", "2", tmp_path)
+            model_source._download(Registry(cut.url), "m", "2", tmp_path)
         assert not (tmp_path / "m" / "2").exists()  # nothing half-written left to be served later
     finally:
         cut.close()
@@ -198,12 +204,12 @@ def test_refused_credentials_fall_back_to_the_cache_and_say_which_variables(tmp_
     refusing = _StubRegistry(b"", status=401)
     try:
         with pytest.raises(ModelUnavailable, match="MLFLOW_TRACKING_TOKEN.*no copy"):
-            fetch("models:/m@onnx", refusing.url, tmp_path)
+            fetch("models:/m@onnx", Registry(refusing.url), tmp_path)
         cached = tmp_path / "m" / "3" / "model.onnx"  # as an earlier start with valid credentials left it
         cached.parent.mkdir(parents=True)
         cached.write_bytes(b"onnx")
         (tmp_path / "models_m_onnx.json").write_text(json.dumps({"version": "3", "path": str(cached)}))
-        served = fetch("models:/m@onnx", refusing.url, tmp_path)
+        served = fetch("models:/m@onnx", Registry(refusing.url), tmp_path)
         assert served.from_cache and served.version == "3" and served.path == cached
     finally:
         refusing.close()
@@ -217,6 +223,6 @@ def test_a_cache_that_cannot_be_written_is_named_not_blamed_on_the_registry(tmp_
     blocked.write_text("a file where the cache folder should be")
     try:
         with pytest.raises(ModelUnavailable, match="cannot write the model cache"):
-            model_source._download(registry.url, "m", "1", blocked)
+            model_source._download(Registry(registry.url), "m", "1", blocked)
     finally:
         registry.close()

@@ -9,6 +9,7 @@ and the converter is idempotent.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import subprocess
 import sys
@@ -24,6 +25,8 @@ from rich.table import Table  # noqa: E402
 from convert import cli, mlflow_server  # noqa: E402
 
 MODEL = "fish-classification-mobilenetv2"
+# Beyond the convert extra, the demo runs the function and an embedded PostgreSQL: the `demo` extra has both.
+DEMO_MODULES = ("pgserver", "litestar", "uvicorn", "psycopg")
 console = Console(width=None if sys.stdout.isatty() else 120)
 
 
@@ -41,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         stop_function(args.home)
         stop_postgres(args.home)
         return stop_server(args.home)
+    require_demo_extra()
     ensure_server(args.home, args.port, url)
     ensure_keras_version(url, args.home / "samples")
     code = cli.main(["--tracking-uri", url, "--model", MODEL])
@@ -57,6 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     if sample:
         console.print(f"Try it:\n  curl -F file=@{sample} {function_url}/predict")
     return 0
+
+
+def require_demo_extra() -> None:
+    """Say which extra to install before minutes of training, not when the function or PostgreSQL starts."""
+    missing = [name for name in DEMO_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise SystemExit(
+            f"fish-demo needs the demo extra ({', '.join(missing)} not installed): "
+            'pip install "fish-function[demo]"'
+        )
 
 
 def ensure_server(home: Path, port: int, url: str) -> None:

@@ -25,7 +25,7 @@ from convert import cli, mlflow_server
 from convert.demo import fishes
 from function import images
 from function.classifier import Classifier
-from function.model_source import fetch
+from function.model_source import Registry, fetch
 from function.settings import Settings, available_cpus
 from tests.models import register_keras
 from tests.postgres import Postgres
@@ -67,7 +67,7 @@ def main() -> int:
                 samples[name] = {"cold start s": starts}
         limits = {
             f"compute limit {precision}": ComputeLimit(
-                fetch(f"models:/{MODEL}@{alias}", tracking, work / "cache").path
+                fetch(f"models:/{MODEL}@{alias}", Registry(tracking), work / "cache").path
             )
             for precision, alias in (("fp32", "onnx"), ("int8", "onnx-int8"))
         }

@@ -1,0 +1,145 @@
+"""The prediction log: every prediction becomes one PostgreSQL row, written off the request path, and the UI's
+reads over those rows.
+
+`record()` only appends to a bounded queue that a background writer drains (`writer`); the reads are SQL next
+to the schema (`queries`, `schema`). A slow or stopped database never fails or slows a prediction. psycopg and
+its pool are imported, and the pool opened and the schema migrated, only on the first row or the first read:
+a cold start's first answer does not share the CPU with them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Protocol
+
+from function.prediction_log import queries, schema
+from function.prediction_log.queries import VersionStats
+from function.prediction_log.schema import Row
+from function.prediction_log.writer import Writer
+
+__all__ = ["LogDisabled", "NullLog", "PostgresLog", "PredictionLog", "Row", "VersionStats", "open_log"]
+
+log = logging.getLogger(__name__)
+
+
+class LogDisabled(RuntimeError):
+    """A read of the log while logging is off (no DATABASE_URL)."""
+
+
+class PredictionLog(Protocol):
+    def record(self, row: Row) -> None:
+        """Queue `row` for writing; never blocks, never raises."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self, timeout_s: float) -> None:
+        """Write what is queued within `timeout_s`, then close."""
+
+    async def recent(self, limit: int = 50) -> list[dict]:
+        """The newest `limit` predictions, newest first."""
+
+    async def stats(self, since: datetime | None = None) -> list[VersionStats]:
+        """Aggregates per (model version, revision), over predictions at or after `since`."""
+
+
+class NullLog:
+    """Logging off (no DATABASE_URL): rows are discarded, reads raise `LogDisabled`."""
+
+    def __init__(self) -> None:
+        self._warned = False
+
+    def record(self, row: Row) -> None:
+        pass
+
+    async def start(self) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("DATABASE_URL is not set: predictions are not logged")
+
+    async def stop(self, timeout_s: float) -> None:
+        pass
+
+    async def recent(self, limit: int = 50) -> list[dict]:
+        raise LogDisabled("predictions are not logged (DATABASE_URL is not set)")
+
+    async def stats(self, since: datetime | None = None) -> list[VersionStats]:
+        raise LogDisabled("predictions are not logged (DATABASE_URL is not set)")
+
+
+class PostgresLog:
+    """The writer and the reads over one connection pool."""
+
+    def __init__(self, url: str, capacity: int = 10_000, batch_size: int = 256):
+        self._database = _Database(url)
+        self._writer = Writer(self._database, capacity, batch_size)
+
+    def record(self, row: Row) -> None:
+        self._writer.put(row)
+
+    async def start(self) -> None:
+        # Nothing here waits for the database: one that is down or slow at start must not keep the function
+        # from serving.
+        self._writer.start()
+
+    async def stop(self, timeout_s: float) -> None:
+        """Flush what is queued within `timeout_s`, then close (SIGTERM: Knative's grace period)."""
+        await self._writer.stop(timeout_s)
+        await self._database.close()
+
+    async def recent(self, limit: int = 50) -> list[dict]:
+        async with self._database.connection() as conn:
+            return await queries.recent(conn, limit)
+
+    async def stats(self, since: datetime | None = None) -> list[VersionStats]:
+        async with self._database.connection() as conn:
+            return await queries.stats(conn, since)
+
+
+def open_log(database_url: str | None) -> PredictionLog:
+    return PostgresLog(database_url) if database_url else NullLog()
+
+
+class _Database:
+    """One pool, opened and the schema migrated on first use. Three connections: the writer's and two readers'."""
+
+    def __init__(self, url: str):
+        self._url = url
+        self._pool = None
+        self._migrated = False
+        self._lock = asyncio.Lock()
+
+    async def ready(self):
+        async with self._lock:
+            if self._pool is None:
+                pool_module = await asyncio.to_thread(importlib.import_module, "psycopg_pool")
+                pool_class = pool_module.AsyncConnectionPool
+                self._pool = pool_class(
+                    self._url,
+                    min_size=1,
+                    max_size=3,
+                    open=False,
+                    timeout=5,
+                    check=pool_class.check_connection,
+                )  # kept before opening, so close() closes it even if cancelled mid-open
+                await self._pool.open(wait=False)
+            if not self._migrated:
+                async with self._pool.connection() as conn:
+                    applied = await schema.migrate(conn)
+                if applied:
+                    log.info("prediction log: applied schema migrations %s", applied)
+                self._migrated = True
+            return self._pool
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator:
+        pool = await self.ready()
+        async with pool.connection() as conn:
+            yield conn
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()

@@ -1,0 +1,88 @@
+"""The predictions table: the row the function logs, and the migrations that make a database ready for it.
+
+Migrations are applied in order, each once, and recorded in `schema_migrations`. They run in one transaction
+under a transaction-level advisory lock, so instances that start together take turns: the first applies what is
+missing, the others find it recorded. A new migration is one more string appended to `MIGRATIONS`; it must not
+need to run outside a transaction (no `CREATE INDEX CONCURRENTLY`)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, fields
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Row:
+    """One prediction, as logged."""
+
+    id: uuid.UUID
+    created_at: datetime
+    image_sha256: str
+    predicted_class: str
+    confidence: float
+    probabilities: dict[str, float]
+    model_name: str
+    model_version: str
+    revision: str | None
+    latency_ms: float
+    source: str  # http, event, oip, batch
+    request_id: str | None
+
+    def values(self) -> tuple:
+        """The column values in `COLUMNS` order, probabilities as JSON text."""
+        return (self.id, self.created_at, self.image_sha256, self.predicted_class, self.confidence,
+                json.dumps(self.probabilities), self.model_name, self.model_version, self.revision,
+                self.latency_ms, self.source, self.request_id)  # fmt: skip
+
+
+COLUMNS = tuple(field.name for field in fields(Row))
+PRIMARY_KEY = "predictions_pkey"
+
+MIGRATIONS = [
+    # 1: the table as the first version created it, word for word, so a database it made is already there.
+    """
+    CREATE TABLE IF NOT EXISTS predictions (
+        id uuid PRIMARY KEY,
+        created_at timestamptz NOT NULL,
+        image_sha256 text NOT NULL,
+        predicted_class text NOT NULL,
+        confidence real NOT NULL,
+        probabilities jsonb NOT NULL,
+        model_name text NOT NULL,
+        model_version text NOT NULL,
+        revision text,
+        latency_ms real NOT NULL,
+        source text NOT NULL,
+        request_id text
+    );
+    CREATE INDEX IF NOT EXISTS predictions_created_at ON predictions (created_at);
+    """,
+]
+
+MIGRATION_LOCK = 0x66697368_6C6F6721  # "fish_log!": the pg_advisory_xact_lock key every instance takes
+
+_LEDGER = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version integer PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+async def migrate(conn) -> list[int]:
+    """Apply the migrations `conn`'s database has not recorded yet; returns the versions applied now."""
+    async with conn.transaction():
+        # The lock comes first: even `CREATE TABLE IF NOT EXISTS` fails when two sessions run it at once.
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        await conn.execute(_LEDGER)
+        cursor = await conn.execute("SELECT version FROM schema_migrations")
+        recorded = {version for (version,) in await cursor.fetchall()}
+        applied = []
+        for version, sql in enumerate(MIGRATIONS, start=1):
+            if version not in recorded:
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+                applied.append(version)
+        return applied

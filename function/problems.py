@@ -1,0 +1,79 @@
+"""Every error a client can get, as RFC 9457 problem details (`application/problem+json`), from one table.
+
+Domain errors carry no HTTP status; the table below gives them one. Litestar's own errors (a body over the size
+limit, a query parameter of the wrong type, an unknown path) go through the same plugin, and anything else is a
+500 that names no internals (the traceback goes to the log)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from http import HTTPStatus
+
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.plugins.problem_details import (
+    ProblemDetailsConfig,
+    ProblemDetailsException,
+    ProblemDetailsPlugin,
+)
+
+from function import images
+from function.model_slot import ModelNotReady
+from function.service import ParameterOutOfRange
+from function.settings import Settings
+from function.wire import Problem
+
+log = logging.getLogger("function")
+
+
+class MissingFile(ValueError):
+    """The request did not carry an image in the multipart field `file`."""
+
+
+DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
+    ParameterOutOfRange: (400, "Parameter out of range"),
+    images.ImageTooLarge: (413, "Image too large"),
+    images.UnsupportedImage: (415, "Unsupported image"),
+    images.CorruptImage: (422, "Corrupt image"),
+    MissingFile: (422, "No image in the request"),
+    ModelNotReady: (503, "Model not ready"),
+}
+
+
+def problem(status: int, title: str, detail: str, **extra) -> ProblemDetailsException:
+    return ProblemDetailsException(
+        status_code=status, type_="about:blank", title=title, detail=detail, extra=extra or None
+    )
+
+
+def plugin(settings: Settings) -> ProblemDetailsPlugin:
+    def domain(status: int, title: str) -> Callable[[Exception], ProblemDetailsException]:
+        return lambda exc: problem(status, title, str(exc))
+
+    def http(exc: HTTPException) -> ProblemDetailsException:
+        title = HTTPStatus(exc.status_code).phrase
+        if exc.status_code == 413:  # the body limit, before the file is even parsed
+            detail = f"the upload is larger than the limit of {settings.max_upload_bytes:,} bytes (MAX_UPLOAD_BYTES)"
+            return problem(413, "Image too large", detail)
+        if isinstance(exc, ValidationException):
+            return problem(400, title, exc.detail, errors=exc.extra or [])
+        return problem(exc.status_code, title, exc.detail)
+
+    def internal(exc: Exception) -> ProblemDetailsException:
+        log.error("unhandled error", exc_info=exc)
+        return problem(500, "Internal error", "the server failed to answer this request; the error is logged")
+
+    mapping: dict = {kind: domain(*status_title) for kind, status_title in DOMAIN_ERRORS.items()}
+    mapping |= {HTTPException: http, Exception: internal}
+    return ProblemDetailsPlugin(ProblemDetailsConfig(exception_to_problem_detail_map=mapping))
+
+
+def spec(description: str) -> ResponseSpec:
+    """An error response in the OpenAPI document."""
+    return ResponseSpec(
+        data_container=Problem,
+        description=description,
+        media_type="application/problem+json",
+        generate_examples=False,
+    )

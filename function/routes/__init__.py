@@ -1,0 +1,1 @@
+"""One module per door. Each handler parses its transport and calls the prediction service."""

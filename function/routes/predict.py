@@ -1,0 +1,52 @@
+"""POST /predict: one image in the multipart field `file` (the team's `curl -F file=@fish.jpg .../predict`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Request, post
+from litestar.datastructures import UploadFile
+from litestar.params import Parameter
+from litestar.status_codes import HTTP_200_OK
+
+from function import images, problems
+from function.service import PredictionService, RequestContext
+from function.wire import PredictionResponse
+
+TopK = Annotated[
+    int | None, Parameter(description="Answer with the N most likely classes (1 to the model's classes)")
+]
+
+ERRORS = {
+    400: problems.spec("top_k out of range, or a query parameter of the wrong type"),
+    413: problems.spec("File larger than MAX_UPLOAD_BYTES, or image with more pixels than MAX_IMAGE_PIXELS"),
+    415: problems.spec("Empty upload, not an image, or not multipart/form-data"),
+    422: problems.spec("Truncated or corrupt image, or no multipart field named 'file'"),
+    503: problems.spec("The model is not loaded (yet)"),
+}
+
+
+@post(
+    "/predict",
+    status_code=HTTP_200_OK,
+    summary="Classify one image (multipart field 'file')",
+    responses=ERRORS,
+)
+async def predict(request: Request, service: PredictionService, top_k: TopK = None) -> PredictionResponse:
+    context = RequestContext("http", request.headers.get("x-request-id"), top_k)
+    outcome = await service.predict(await uploaded_file(request), context)
+    return PredictionResponse.of(outcome)
+
+
+async def uploaded_file(request: Request) -> bytes:
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise images.UnsupportedImage(
+            f"send the image as multipart/form-data in a field named 'file' (got {content_type or 'no content type'})"
+        )
+    form = await request.form()
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        fields = ", ".join(sorted(form.keys())) or "none"
+        raise problems.MissingFile(f"no file in the multipart field 'file' (fields sent: {fields})")
+    return await upload.read()

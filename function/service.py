@@ -1,0 +1,182 @@
+"""The one room every door calls: image bytes and a request's context in, an outcome out.
+
+It decodes and classifies on its own threads, records metrics, and queues the prediction's log row. /predict,
+batches, CloudEvents and the Open Inference Protocol are transports over `predict` and `predict_batch`; none
+of them builds a log row or touches the classifier. No HTTP here."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import numpy as np
+
+from function import images, metrics
+from function.classifier import Classifier, Prediction
+from function.model_slot import ModelSlot
+from function.model_source import ModelSource
+from function.prediction_log import PredictionLog, Row
+from function.settings import Settings
+
+T = TypeVar("T")
+
+
+class ParameterOutOfRange(ValueError):
+    """A request parameter outside what the model allows (the client's fault)."""
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    source: str = "http"  # http, event, oip, batch: the log's `source` column
+    request_id: str | None = None  # the caller's id (X-Request-Id, an event's id)
+    top_k: int | None = None  # how many classes to answer with, highest first; None: all
+
+
+@dataclass(frozen=True)
+class Outcome:
+    prediction_id: uuid.UUID
+    prediction: Prediction
+    ranked: dict[str, float]  # the top_k classes asked for, highest first
+    seconds: float  # decode + inference
+    model: ModelSource
+
+
+class PredictionService:
+    """Owns the worker threads and how many predictions are using them (the classifier's alone/shared choice).
+
+    Not anyio's default pool: `run_in_executor` costs the event loop (which holds the GIL for it) a fraction of
+    anyio's cancel-scope machinery, and the loop is the bottleneck under load. One pool per lifespan, since a
+    shut-down pool takes no more work."""
+
+    def __init__(self, settings: Settings, slot: ModelSlot, log: PredictionLog):
+        self._settings, self._slot, self._log = settings, slot, log
+        self._executor: ThreadPoolExecutor | None = None
+        self._in_flight = 0  # only the event loop touches it
+
+    def start(self) -> None:
+        self._executor = ThreadPoolExecutor(self._settings.workers, thread_name_prefix="predict")
+
+    def stop(self) -> None:
+        self._executor.shutdown(wait=True)  # in-flight requests are already answered when shutdown hooks run
+
+    async def predict(self, data: bytes, context: RequestContext) -> Outcome:
+        """Raises ModelNotReady, ParameterOutOfRange, or an ImageRejected subclass saying what is wrong."""
+        classifier, source = self._slot.get()
+        _check_top_k(context.top_k, classifier)
+        self._check_size(data)
+        done = await self._run(lambda alone: self._classify(classifier, data, alone))
+        return self._record(done, source, context)
+
+    async def predict_batch(self, items: list[bytes], context: RequestContext) -> list[Outcome | Exception]:
+        """One outcome per item, in order; an item that cannot be classified gets its ImageRejected instead,
+        without failing the others. The good images go through onnxruntime in one run."""
+        classifier, source = self._slot.get()
+        _check_top_k(context.top_k, classifier)
+        done = await self._run(lambda alone: self._classify_batch(classifier, items))
+        return [
+            self._record(item, source, context) if isinstance(item, _Classified) else item for item in done
+        ]
+
+    async def _run(self, work: Callable[[bool], T]) -> T:
+        """`work(alone)` on a worker thread: alone is true when no other prediction is being decoded or run."""
+        self._in_flight += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, work, self._in_flight == 1)
+        finally:
+            self._in_flight -= 1
+
+    def _check_size(self, data: bytes) -> None:
+        if len(data) > self._settings.max_upload_bytes:
+            raise images.ImageTooLarge(
+                f"the file has {len(data):,} bytes, more than the limit of {self._settings.max_upload_bytes:,} "
+                "(MAX_UPLOAD_BYTES)"
+            )
+
+    def _decode(self, classifier: Classifier, data: bytes) -> np.ndarray:
+        try:
+            self._check_size(data)
+            return images.decode(data, classifier.card.input_size, self._settings.max_pixels)
+        except images.ImageRejected as exc:
+            metrics.REJECTED_IMAGES.labels(type(exc).__name__).inc()
+            raise
+
+    def _classify(self, classifier: Classifier, data: bytes, alone: bool) -> _Classified:
+        started = time.perf_counter()
+        prediction = classifier.classify(self._decode(classifier, data), alone)
+        return _Classified.observed(prediction, time.perf_counter() - started, data)
+
+    def _classify_batch(self, classifier: Classifier, items: list[bytes]) -> list[_Classified | Exception]:
+        started = time.perf_counter()
+        decoded: list[np.ndarray | Exception] = []
+        for data in items:
+            try:
+                decoded.append(self._decode(classifier, data))
+            except images.ImageRejected as exc:
+                decoded.append(exc)
+        good = [pixels for pixels in decoded if isinstance(pixels, np.ndarray)]
+        predictions = iter(classifier.classify_batch(np.stack(good)) if good else [])
+        seconds = (time.perf_counter() - started) / max(len(good), 1)  # each image's share of the batch
+        return [
+            _Classified.observed(next(predictions), seconds, data)
+            if isinstance(pixels, np.ndarray)
+            else pixels
+            for data, pixels in zip(items, decoded, strict=True)
+        ]
+
+    def _record(self, done: _Classified, source: ModelSource, context: RequestContext) -> Outcome:
+        """On the event loop (the log's queue is the loop's)."""
+        prediction, seconds = done.prediction, done.seconds
+        outcome = Outcome(uuid.uuid4(), prediction, _top(prediction, context.top_k), seconds, source)
+        self._log.record(
+            Row(
+                id=outcome.prediction_id,
+                created_at=datetime.now(UTC),
+                image_sha256=done.image_sha256,
+                predicted_class=prediction.class_name,
+                confidence=prediction.confidence,
+                probabilities=prediction.probabilities,
+                model_name=source.name,
+                model_version=source.version,
+                revision=self._settings.k_revision,
+                latency_ms=seconds * 1000,
+                source=context.source,
+                request_id=context.request_id,
+            )
+        )
+        return outcome
+
+
+@dataclass(frozen=True)
+class _Classified:
+    """What a worker thread hands back: the CPU work (hashing and metrics included) is done off the loop."""
+
+    prediction: Prediction
+    seconds: float
+    image_sha256: str
+
+    @classmethod
+    def observed(cls, prediction: Prediction, seconds: float, data: bytes) -> _Classified:
+        metrics.PREDICTION_LATENCY.observe(seconds)
+        bucket = metrics.confidence_bucket(prediction.confidence)
+        metrics.PREDICTIONS.labels(prediction.class_name, bucket).inc()
+        return cls(prediction, seconds, hashlib.sha256(data).hexdigest())
+
+
+def _check_top_k(top_k: int | None, classifier: Classifier) -> None:
+    classes = len(classifier.card.class_names)
+    if top_k is not None and not 1 <= top_k <= classes:
+        raise ParameterOutOfRange(f"top_k must be between 1 and {classes} (the model's classes); got {top_k}")
+
+
+def _top(prediction: Prediction, top_k: int | None) -> dict[str, float]:
+    if top_k is None:
+        return prediction.probabilities
+    return dict(list(prediction.probabilities.items())[:top_k])

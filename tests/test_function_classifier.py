@@ -1,0 +1,88 @@
+"""The classifier on tiny ONNX graphs: the contract check on the file, and its sessions and batch run agreeing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto
+
+from function.classifier import Classifier, ModelInvalid
+from tests import tiny_onnx
+
+IMAGES = np.random.default_rng(3).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+
+
+def test_the_alone_and_shared_sessions_and_a_batch_run_answer_alike(tmp_path):
+    classifier = Classifier(tiny_onnx.build(tmp_path / "m.onnx"), threads=2)
+    batch = classifier.classify_batch(IMAGES)
+    for image, in_batch in zip(IMAGES, batch, strict=True):
+        alone, shared = classifier.classify(image, alone=True), classifier.classify(image, alone=False)
+        assert alone.class_name == shared.class_name == in_batch.class_name
+        assert alone.probabilities == pytest.approx(shared.probabilities, abs=1e-6)
+        assert alone.probabilities == pytest.approx(in_batch.probabilities, abs=1e-6)
+
+
+def _rewritten(path, edit) -> onnx.ModelProto:
+    model = onnx.load(path)
+    edit(model)
+    return model
+
+
+def _float_input(model):
+    model.graph.input[0].type.tensor_type.elem_type = TensorProto.FLOAT
+    model.graph.node[0].attribute[0].i = TensorProto.FLOAT
+
+
+def _no_class_names(model):
+    kept = [p for p in model.metadata_props if p.key != "class_names"]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+
+
+def _two_class_names(model):
+    next(p for p in model.metadata_props if p.key == "class_names").value = json.dumps(["red", "green"])
+
+
+def _free_height(model):
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "height"
+
+
+def _renamed_input(model):
+    model.graph.input[0].name = "pixels_in"
+    model.graph.node[0].input[0] = "pixels_in"
+
+
+BROKEN = [
+    ("float input", _float_input, "uint8 tensor named 'image'"),
+    ("input not named image", _renamed_input, "uint8 tensor named 'image'"),
+    ("no class names", _no_class_names, "no JSON class_names"),
+    ("class names do not match the outputs", _two_class_names, "names 2 classes"),
+    ("height not fixed", _free_height, "fixed H and W"),
+]
+
+
+@pytest.mark.parametrize(("what", "edit", "reason"), BROKEN, ids=[b[0] for b in BROKEN])
+def test_a_file_that_breaks_the_contract_is_refused_with_the_reason(tmp_path, what, edit, reason):
+    path = tmp_path / "broken.onnx"
+    onnx.save(_rewritten(tiny_onnx.build(tmp_path / "m.onnx"), edit), path)
+    with pytest.raises(ModelInvalid, match=reason):
+        Classifier(path, threads=1)
+
+
+def test_a_file_onnxruntime_cannot_load_is_refused(tmp_path):
+    path = tmp_path / "garbage.onnx"
+    path.write_bytes(b"not a model")
+    with pytest.raises(ModelInvalid, match="onnxruntime cannot load garbage.onnx"):
+        Classifier(path, threads=1)
+
+
+def test_the_contract_check_accepts_the_contract(tmp_path):
+    card = Classifier(tiny_onnx.build(tmp_path / "m.onnx"), threads=1).card
+    assert (
+        card.class_names == tuple(tiny_onnx.CLASSES)
+        and card.input_size == (8, 8)
+        and card.source_version == "7"
+    )
