@@ -10,7 +10,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from convert import mlflow_server  # noqa: E402
+from convert.demo import mlflow_server  # noqa: E402
 
 # Enough training for confident predictions (the int8 gate needs them) in about a minute on 2 cores.
 TEST_TRAINING = {"size": 96, "alpha": 0.35, "epochs": 5, "train_per_class": 150, "time_budget_s": 150}

@@ -27,7 +27,7 @@ import psycopg
 import pytest
 from PIL import Image
 
-from convert.mlflow_server import free_port
+from convert.demo.mlflow_server import free_port
 from tests import tiny_onnx
 
 # uvicorn re-raises SIGTERM once its graceful shutdown is done, so a clean stop can also read as -15.
@@ -39,18 +39,25 @@ def model_path(tmp_path_factory):
     return tiny_onnx.build(tmp_path_factory.mktemp("model") / "tiny.onnx")
 
 
-def start(model_path, port: int, **env) -> subprocess.Popen:
-    environment = {
-        **os.environ,
-        "PORT": str(port),
-        "MODEL_URI": str(model_path),
-        "SHUTDOWN_DRAIN_SECONDS": "0",
-    }
-    environment.update(env)
-    environment = {name: value for name, value in environment.items() if value is not None}  # None: unset
-    return subprocess.Popen(
-        [sys.executable, "-m", "function"], env=environment, stderr=subprocess.PIPE, text=True
-    )
+def launch(model_path, **env) -> tuple[subprocess.Popen, int]:
+    """`python -m function` on a free port, ready. Another process may bind the port between free_port() and the
+    server's bind: then the server exits saying so, and another port is tried."""
+    for _ in range(3):
+        port = free_port()
+        environment = {
+            **os.environ,
+            "PORT": str(port),
+            "MODEL_URI": str(model_path),
+            "SHUTDOWN_DRAIN_SECONDS": "0",
+        }
+        environment.update(env)
+        environment = {name: value for name, value in environment.items() if value is not None}  # None: unset
+        process = subprocess.Popen(
+            [sys.executable, "-m", "function"], env=environment, stderr=subprocess.PIPE, text=True
+        )
+        if wait_ready(port, process):
+            return process, port
+    raise AssertionError("no free port could be bound in three attempts")
 
 
 def multipart(data: bytes) -> tuple[bytes, str]:
@@ -62,13 +69,17 @@ def multipart(data: bytes) -> tuple[bytes, str]:
     )
 
 
-def wait_ready(port: int, process: subprocess.Popen, timeout_s: float = 30) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        assert process.poll() is None, process.stderr.read()
+def wait_ready(port: int, process: subprocess.Popen, timeout_s: float = 120) -> bool:
+    """True once /health answers 200; False if the port was taken (the process exited saying so)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            stderr = process.stderr.read()
+            assert "address already in use" in stderr, stderr
+            return False
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                return time.monotonic() - started
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=30).status_code == 200:
+                return True
         except httpx.TransportError:
             pass
         time.sleep(0.02)
@@ -82,10 +93,8 @@ def png_bytes() -> bytes:
 
 
 def test_listens_on_port_from_the_environment(model_path):
-    port = free_port()
-    process = start(model_path, port)
+    process, port = launch(model_path)
     try:
-        wait_ready(port, process)
         info = httpx.get(f"http://127.0.0.1:{port}/model_info").json()
         assert info["classes"] == tiny_onnx.CLASSES
     finally:
@@ -124,7 +133,7 @@ class SlowUpload:
 
 
 def health_status(port: int) -> int:
-    return httpx.get(f"http://127.0.0.1:{port}/health").status_code
+    return httpx.get(f"http://127.0.0.1:{port}/health", timeout=30).status_code
 
 
 def wait_for(condition, what: str, timeout_s: float = 60) -> None:
@@ -145,10 +154,8 @@ def assert_logged(postgres, prediction_ids: list[str]) -> None:
 def test_sigterm_drains_then_answers_every_request_it_read_and_flushes_the_log(model_path, postgres):
     """Load through a drain: the drain is as long as the test wants (a second SIGTERM ends it), so which requests
     were sent while the listener was open is known, not a matter of timing."""
-    port = free_port()
-    process = start(model_path, port, DATABASE_URL=postgres.url, SHUTDOWN_DRAIN_SECONDS="600",
-                    SHUTDOWN_GRACE_SECONDS="700")  # fmt: skip
-    wait_ready(port, process)
+    process, port = launch(model_path, DATABASE_URL=postgres.url, SHUTDOWN_DRAIN_SECONDS="600",
+                           SHUTDOWN_GRACE_SECONDS="700")  # fmt: skip
     image = png_bytes()
     answered: list[str] = []
     failed: list[str] = []
@@ -213,10 +220,8 @@ def test_under_knative_sigterm_closes_the_listener_and_answers_what_it_read(mode
     """Knative's queue-proxy drains before the container gets SIGTERM, so by default there is no drain of our own
     (test_function_settings checks the default): the listener closes while a request is still arriving, and that
     request is still answered and logged."""
-    port = free_port()
     environment = {"DATABASE_URL": postgres.url, "K_SERVICE": "fish", "SHUTDOWN_DRAIN_SECONDS": None}
-    process = start(model_path, port, **environment)
-    wait_ready(port, process)
+    process, port = launch(model_path, **environment)
     slow = SlowUpload(port, png_bytes())
 
     process.send_signal(signal.SIGTERM)
@@ -231,16 +236,15 @@ def test_under_knative_sigterm_closes_the_listener_and_answers_what_it_read(mode
 def test_a_single_sigterm_drains_for_the_set_time_then_exits(model_path):
     """Off Knative, one SIGTERM is all a pod gets: /health says 503 at once, a request still sent is answered
     (and closes its connection), and the process leaves once the drain is over."""
-    port = free_port()
-    drain_s = 6.0  # the request below is sent within it: a loaded machine would have to stall for seconds
-    process = start(model_path, port, SHUTDOWN_DRAIN_SECONDS=str(drain_s))
-    wait_ready(port, process)
+    drain_s = 10.0  # the request below is sent within it: a loaded machine would have to stall for seconds
+    process, port = launch(model_path, SHUTDOWN_DRAIN_SECONDS=str(drain_s))
+    image = png_bytes()
     sent_at = time.monotonic()
     process.send_signal(signal.SIGTERM)
     with httpx.Client(timeout=30) as http:  # the signal is handled asynchronously: /health says when
         wait_for(lambda: http.get(f"http://127.0.0.1:{port}/health").status_code == 503, "/health 503")
         health = http.get(f"http://127.0.0.1:{port}/health").json()
-        response = predict(http, port, png_bytes())
+        response = predict(http, port, image)
 
     assert health == {"status": "draining", "model_loaded": True, "reason": "shutting down"}
     assert response.status_code == 200 and response.headers["connection"] == "close"

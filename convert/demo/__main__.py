@@ -22,7 +22,8 @@ from mlflow import MlflowClient  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from convert import cli, mlflow_server  # noqa: E402
+from convert import cli  # noqa: E402
+from convert.demo import mlflow_server  # noqa: E402
 
 MODEL = "fish-classification-mobilenetv2"
 # Beyond the convert extra, the demo runs the function and an embedded PostgreSQL: the `demo` extra has both.

@@ -21,8 +21,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from convert import cli, mlflow_server
-from convert.demo import fishes
+from convert import cli
+from convert.demo import fishes, mlflow_server
 from function import images
 from function.classifier import Classifier
 from function.model_source import Registry, fetch
