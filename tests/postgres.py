@@ -29,3 +29,20 @@ class Postgres:
         if (Path(self._server.pgdata) / "postmaster.pid").exists():
             with contextlib.suppress(Exception):
                 self.stop()
+
+
+@contextlib.contextmanager
+def fresh_database(server_url: str, prefix: str):
+    """The URL of a new, empty database on the server, dropped afterwards (tests share one server)."""
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import make_conninfo
+
+    name = f"{prefix}_{uuid.uuid4().hex}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield make_conninfo(server_url, dbname=name)
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -21,8 +21,6 @@ import pytest
 from litestar.testing import TestClient
 from PIL import Image
 from prometheus_client import REGISTRY
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from function.app import create_app
 from function.prediction_log import (
@@ -36,6 +34,7 @@ from function.prediction_log import (
 )
 from function.settings import Settings
 from tests import tiny_onnx
+from tests.postgres import fresh_database
 from tests.readiness import wait_healthy
 
 # After a database restart the writer's connection pool retries with a doubling back-off (1, 2, 4, 8 s, ...), so its
@@ -69,12 +68,8 @@ INSERT = "INSERT INTO predictions VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s
 @pytest.fixture
 def database(postgres):
     """The URL of a new, empty database on the session's server, dropped after the test."""
-    name = f"log_{uuid.uuid4().hex}"
-    with psycopg.connect(postgres.url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield make_conninfo(postgres.url, dbname=name)
-    with psycopg.connect(postgres.url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with fresh_database(postgres.url, "log") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

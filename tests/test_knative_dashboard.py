@@ -9,21 +9,18 @@ import io
 import json
 import re
 import time
-import uuid
 from pathlib import Path
 
-import psycopg
 import pytest
 import yaml
 from litestar.testing import TestClient
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from function.app import create_app
 from function.settings import Settings
 from tests import tiny_onnx
+from tests.postgres import fresh_database
 from tests.readiness import wait_healthy
 
 MONITORING = Path(__file__).resolve().parents[1] / "knative" / "monitoring"
@@ -109,12 +106,9 @@ def test_every_panel_the_brief_asks_for_is_there_by_revision():
 
 @pytest.fixture(scope="module")
 def database(postgres):
-    name = f"dashboard_{uuid.uuid4().hex}"
-    with psycopg.connect(postgres.url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield make_conninfo(postgres.url, dbname=name)
-    with psycopg.connect(postgres.url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    """The URL of a new, empty database on the session's server, dropped after the test."""
+    with fresh_database(postgres.url, "dashboard") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
