@@ -2,7 +2,9 @@
 
 The registry is read over MLflow's REST API and its artifact proxy, without the MLflow client.
 
-A start with the registry unreachable serves the version cached for the same URI, and says so."""
+A start with the registry unreachable serves the version cached for the same URI, and says so. An image may
+carry a read-only copy of a version (`Registry.baked`, filled at build time by `python -m function.model_source`):
+it is read instead of downloading that version, and serves when the registry is unreachable."""
 
 from __future__ import annotations
 
@@ -44,12 +46,14 @@ class ModelSource:
 
 @dataclass(frozen=True)
 class Registry:
-    """The MLflow tracking server and MLflow's own credential variables (read once, into Settings)."""
+    """The MLflow tracking server and MLflow's own credential variables (read once, into Settings), and the
+    read-only copy of registry versions an image may carry (`baked`: the cache's layout, made at build time)."""
 
     url: str | None
     token: str | None = field(default=None, repr=False)
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    baked: Path | None = None
 
     def headers(self) -> dict[str, str]:
         if self.token:
@@ -68,21 +72,29 @@ def fetch(uri: str, registry: Registry, cache_dir: Path) -> ModelSource:
     if not match:
         return _local(uri)
     name, alias, version = match["name"], match["alias"], match["version"]
-    pointer = cache_dir / (re.sub(r"[^A-Za-z0-9._-]+", "_", uri) + ".json")
+    pointer = re.sub(r"[^A-Za-z0-9._-]+", "_", uri) + ".json"
     try:
         version = version or _resolve_alias(registry, name, alias)
-        path = _download(registry, name, version, cache_dir)
+        path = _baked(registry, name, version) or _download(registry, name, version, cache_dir)
     except _RegistryDown as exc:
-        if not pointer.exists():
+        # What this pod fetched is newer news from the registry than the image's copy, which serves a fresh pod.
+        found = [f / pointer for f in (cache_dir, registry.baked) if f and (f / pointer).exists()]
+        if not found:
             raise ModelUnavailable(
                 f"the MLflow registry is unreachable ({exc}) and no copy of {uri} is cached"
             ) from exc
-        cached = json.loads(pointer.read_text())
+        cached = json.loads(found[0].read_text())
         log.warning("registry unreachable (%s): serving cached version %s of %s", exc, cached["version"], uri)
         return ModelSource(Path(cached["path"]), uri, name, cached["version"], alias, from_cache=True)
-    pointer.parent.mkdir(parents=True, exist_ok=True)
-    pointer.write_text(json.dumps({"version": version, "path": str(path)}))
+    _mkdir(cache_dir)
+    (cache_dir / pointer).write_text(json.dumps({"version": version, "path": str(path)}))
     return ModelSource(path, uri, name, version, alias)
+
+
+def _baked(registry: Registry, name: str, version: str) -> Path | None:
+    """The image's own copy of this version, if it has one: read from the image's layer, not downloaded."""
+    path = registry.baked / name / version / "model.onnx" if registry.baked else None
+    return path if path and path.is_file() else None
 
 
 class _RegistryDown(Exception):
@@ -258,3 +270,26 @@ def _open(registry: Registry, path: str, timeout_s: float):
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Bake a registry version into an image at build time: `python -m function.model_source MODEL_URI FOLDER`
+    writes the cache's layout into FOLDER, which the image names in MODEL_BAKED_DIR. The registry and its
+    credentials come from the same variables as at run time."""
+    import sys
+
+    from function.settings import Settings  # settings imports this module, so not at the top
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        sys.exit("usage: python -m function.model_source MODEL_URI FOLDER")
+    uri, folder = args
+    try:
+        source = fetch(uri, Settings.from_env(os.environ).registry, Path(folder))
+    except ModelUnavailable as exc:
+        sys.exit(f"cannot bake {uri}: {exc}")
+    print(f"baked {source.uri}: {source.name} version {source.version} at {source.path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -28,6 +28,7 @@ class Settings:
     tracking_password: str | None = field(default=None, repr=False)
     database_url: str | None = None
     cache_dir: Path = Path("/tmp/fish-function/models")
+    baked_dir: Path | None = None  # a read-only copy of registry versions inside the image (see model_source)
     max_upload_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000  # a 12 MP phone photo passes; a decompression bomb does not
     threads: int = 0  # onnxruntime's intra-op threads for a request that runs alone; 0: one a CPU
@@ -48,7 +49,11 @@ class Settings:
     @property
     def registry(self) -> Registry:
         return Registry(
-            self.tracking_uri, self.tracking_token, self.tracking_username, self.tracking_password
+            self.tracking_uri,
+            self.tracking_token,
+            self.tracking_username,
+            self.tracking_password,
+            self.baked_dir,
         )
 
     @classmethod
@@ -63,6 +68,7 @@ class Settings:
             tracking_password=env.get("MLFLOW_TRACKING_PASSWORD"),
             database_url=env.get("DATABASE_URL") or None,
             cache_dir=Path(env.get("MODEL_CACHE_DIR", cls.cache_dir)),
+            baked_dir=Path(env["MODEL_BAKED_DIR"]) if env.get("MODEL_BAKED_DIR") else None,
             max_upload_bytes=int(env.get("MAX_UPLOAD_BYTES", cls.max_upload_bytes)),
             max_pixels=int(env.get("MAX_IMAGE_PIXELS", cls.max_pixels)),
             threads=int(env.get("THREADS", cls.threads)),
