@@ -70,7 +70,6 @@ class PredictionService:
         """Raises ModelNotReady, ParameterOutOfRange, or an ImageRejected subclass saying what is wrong."""
         classifier, source = self._slot.get()
         _check_top_k(context.top_k, classifier)
-        self._check_size(data)
         done = await self._run(lambda alone: self._classify(classifier, data, alone))
         return self._record(done, source, context)
 
@@ -94,6 +93,7 @@ class PredictionService:
             self._in_flight -= 1
 
     def _check_size(self, data: bytes) -> None:
+        """In the decode step, so that a refused size is counted with the other rejected images."""
         if len(data) > self._settings.max_upload_bytes:
             raise images.ImageTooLarge(
                 f"the file has {len(data):,} bytes, more than the limit of {self._settings.max_upload_bytes:,} "
