@@ -1,5 +1,6 @@
 """`create_app` only assembles: the model slot, the prediction log, the prediction service, the doors
-(`function.routes`), problem details (`function.problems`) and Litestar's Prometheus middleware."""
+(`function.routes`: /predict, /predict/batch, CloudEvents at /, the Open Inference Protocol under /v2, status),
+problem details (`function.problems`) and Litestar's Prometheus middleware."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from function import problems
 from function.lifecycle import Shutdown
 from function.model_slot import ModelSlot
 from function.prediction_log import PredictionLog, open_log
-from function.routes import predict, status
+from function.routes import batch, events, oip, predict, status
 from function.service import PredictionService
 from function.settings import Settings
 
@@ -45,7 +46,15 @@ def create_app(
 
     prometheus = PrometheusConfig(app_name="fish-function", prefix="http", group_path=True)
     app = Litestar(
-        route_handlers=[predict.predict, status.health, status.model_info, PrometheusController],
+        route_handlers=[
+            predict.predict,
+            *batch.handlers(settings),
+            *events.handlers(settings),
+            *oip.handlers(settings),
+            status.health,
+            status.model_info,
+            PrometheusController,
+        ],
         dependencies={
             "service": provide(service),
             "slot": provide(slot),

@@ -14,6 +14,10 @@ MODEL_INFO = Gauge(
     "model_info", "The model being served (value 1)", ["name", "version", "precision", "source_version"]
 )
 REJECTED_IMAGES = Counter("rejected_images_total", "Uploads refused as not classifiable", ["reason"])
+EVENTS = Counter("cloudevents_received_total", "CloudEvents received, by content mode", ["mode"])
+EVENT_DUPLICATES = Counter(
+    "cloudevents_duplicates_total", "Events delivered again and answered from the log, not logged again"
+)
 
 
 def confidence_bucket(confidence: float) -> str:

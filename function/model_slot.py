@@ -18,7 +18,17 @@ log = logging.getLogger("function")
 
 
 class ModelNotReady(RuntimeError):
-    """The model is still loading, or failed to load."""
+    """The model is still loading, or failed to load. `retry_after_s`: when asking again makes sense."""
+
+    def __init__(self, message: str, retry_after_s: int):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+# A load takes a second or two from the cache; a failed one is retried only when the pod restarts, so a client
+# (or Knative's event delivery) should come back later rather than hammer it.
+RETRY_AFTER_LOADING_S = 1
+RETRY_AFTER_FAILED_S = 30
 
 
 @dataclass
@@ -34,7 +44,9 @@ class ModelSlot:
 
     def get(self) -> tuple[Classifier, ModelSource]:
         if self.classifier is None or self.source is None:
-            raise ModelNotReady(self.error or "the model is still loading")
+            if self.error:
+                raise ModelNotReady(self.error, RETRY_AFTER_FAILED_S)
+            raise ModelNotReady("the model is still loading", RETRY_AFTER_LOADING_S)
         return self.classifier, self.source
 
     def _load(self, settings: Settings) -> None:

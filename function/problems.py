@@ -37,13 +37,19 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     images.UnsupportedImage: (415, "Unsupported image"),
     images.CorruptImage: (422, "Corrupt image"),
     MissingFile: (422, "No image in the request"),
-    ModelNotReady: (503, "Model not ready"),
 }
 
 
-def problem(status: int, title: str, detail: str, **extra) -> ProblemDetailsException:
+def problem(
+    status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra
+) -> ProblemDetailsException:
     return ProblemDetailsException(
-        status_code=status, type_="about:blank", title=title, detail=detail, extra=extra or None
+        status_code=status,
+        type_="about:blank",
+        title=title,
+        detail=detail,
+        headers=headers,
+        extra=extra or None,
     )
 
 
@@ -64,8 +70,11 @@ def plugin(settings: Settings) -> ProblemDetailsPlugin:
         log.error("unhandled error", exc_info=exc)
         return problem(500, "Internal error", "the server failed to answer this request; the error is logged")
 
+    def not_ready(exc: ModelNotReady) -> ProblemDetailsException:
+        return problem(503, "Model not ready", str(exc), headers={"Retry-After": str(exc.retry_after_s)})
+
     mapping: dict = {kind: domain(*status_title) for kind, status_title in DOMAIN_ERRORS.items()}
-    mapping |= {HTTPException: http, Exception: internal}
+    mapping |= {ModelNotReady: not_ready, HTTPException: http, Exception: internal}
     return ProblemDetailsPlugin(ProblemDetailsConfig(exception_to_problem_detail_map=mapping))
 
 

@@ -35,8 +35,15 @@ class ParameterOutOfRange(ValueError):
 @dataclass(frozen=True)
 class RequestContext:
     source: str = "http"  # http, event, oip, batch: the log's `source` column
-    request_id: str | None = None  # the caller's id (X-Request-Id, an event's id)
+    request_id: str | None = None  # the caller's id (X-Request-Id)
     top_k: int | None = None  # how many classes to answer with, highest first; None: all
+    event: EventKey | None = None  # a CloudEvent's (source, id): logged once, whoever delivers it
+
+
+@dataclass(frozen=True)
+class EventKey:
+    source: str
+    id: str
 
 
 @dataclass(frozen=True)
@@ -45,7 +52,16 @@ class Outcome:
     prediction: Prediction
     ranked: dict[str, float]  # the top_k classes asked for, highest first
     seconds: float  # decode + inference
-    model: ModelSource
+    model_name: str
+    model_version: str
+    replayed: bool = False  # an event delivered before: its first answer, from the log
+
+    @classmethod
+    def of(cls, row: Row, top_k: int | None, replayed: bool = False) -> Outcome:
+        ranked = dict(sorted(row.probabilities.items(), key=lambda item: item[1], reverse=True))
+        prediction = Prediction(row.predicted_class, row.confidence, ranked)
+        return cls(row.id, prediction, _top(prediction, top_k), row.latency_ms / 1000, row.model_name,
+                   row.model_version, replayed)  # fmt: skip
 
 
 class PredictionService:
@@ -72,6 +88,34 @@ class PredictionService:
         _check_top_k(context.top_k, classifier)
         done = await self._run(lambda alone: self._classify(classifier, data, alone))
         return self._record(done, source, context)
+
+    async def predict_once(self, data: bytes, context: RequestContext) -> Outcome:
+        """An event's prediction, logged once per `context.event`: a delivery of an event the log already holds
+        is answered as it was the first time, and adds no row. The log decides, so this holds across instances
+        (without a database, every delivery is answered and none is logged)."""
+        classifier, source = self._slot.get()
+        _check_top_k(context.top_k, classifier)
+        done = await self._run(lambda alone: self._classify(classifier, data, alone))
+        row = self._row(done, source, context)
+        logged = await self._log.record_once(row)
+        if logged.id != row.id:
+            metrics.EVENT_DUPLICATES.inc()
+            return Outcome.of(logged, context.top_k, replayed=True)
+        return Outcome.of(row, context.top_k)
+
+    async def predict_pixels(self, pixels: np.ndarray, context: RequestContext) -> list[Outcome]:
+        """Images already decoded and at the model's size, [N, H, W, 3] uint8 (the Open Inference Protocol's
+        tensor input), in one onnxruntime run. Raises ParameterOutOfRange for any other shape or type."""
+        classifier, source = self._slot.get()
+        _check_top_k(context.top_k, classifier)
+        expected = (*classifier.card.input_size, 3)
+        if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != expected:
+            raise ParameterOutOfRange(
+                f"the image tensor must be uint8 [N, {expected[0]}, {expected[1]}, 3]; got {pixels.dtype} "
+                f"{list(pixels.shape)}"
+            )
+        done = await self._run(lambda alone: self._classify_pixels(classifier, pixels))
+        return [self._record(item, source, context) for item in done]
 
     async def predict_batch(self, items: list[bytes], context: RequestContext) -> list[Outcome | Exception]:
         """One outcome per item, in order; an item that cannot be classified gets its ImageRejected instead,
@@ -131,27 +175,40 @@ class PredictionService:
             for data, pixels in zip(items, decoded, strict=True)
         ]
 
+    def _classify_pixels(self, classifier: Classifier, pixels: np.ndarray) -> list[_Classified]:
+        started = time.perf_counter()
+        predictions = classifier.classify_batch(pixels)
+        seconds = (time.perf_counter() - started) / len(pixels)
+        return [
+            _Classified.observed(prediction, seconds, image.tobytes())
+            for prediction, image in zip(predictions, pixels, strict=True)
+        ]
+
     def _record(self, done: _Classified, source: ModelSource, context: RequestContext) -> Outcome:
         """On the event loop (the log's queue is the loop's)."""
-        prediction, seconds = done.prediction, done.seconds
-        outcome = Outcome(uuid.uuid4(), prediction, _top(prediction, context.top_k), seconds, source)
-        self._log.record(
-            Row(
-                id=outcome.prediction_id,
-                created_at=datetime.now(UTC),
-                image_sha256=done.image_sha256,
-                predicted_class=prediction.class_name,
-                confidence=prediction.confidence,
-                probabilities=prediction.probabilities,
-                model_name=source.name,
-                model_version=source.version,
-                revision=self._settings.k_revision,
-                latency_ms=seconds * 1000,
-                source=context.source,
-                request_id=context.request_id,
-            )
+        row = self._row(done, source, context)
+        self._log.record(row)
+        return Outcome(row.id, done.prediction, _top(done.prediction, context.top_k), done.seconds, source.name,
+                       source.version)  # fmt: skip
+
+    def _row(self, done: _Classified, source: ModelSource, context: RequestContext) -> Row:
+        prediction = done.prediction
+        return Row(
+            id=uuid.uuid4(),
+            created_at=datetime.now(UTC),
+            image_sha256=done.image_sha256,
+            predicted_class=prediction.class_name,
+            confidence=prediction.confidence,
+            probabilities=prediction.probabilities,
+            model_name=source.name,
+            model_version=source.version,
+            revision=self._settings.k_revision,
+            latency_ms=done.seconds * 1000,
+            source=context.source,
+            request_id=context.request_id,
+            event_source=context.event.source if context.event else None,
+            event_id=context.event.id if context.event else None,
         )
-        return outcome
 
 
 @dataclass(frozen=True)

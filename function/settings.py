@@ -31,6 +31,12 @@ class Settings:
     baked_dir: Path | None = None  # a read-only copy of registry versions inside the image (see model_source)
     max_upload_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000  # a 12 MP phone photo passes; a decompression bomb does not
+    max_batch_files: int = 32  # images in one POST /predict/batch
+    max_batch_bytes: int = 32 * 1024 * 1024  # one batch request's body: what it may hold in memory at once
+    # Where an event's {"image_url": ...} may point: URL prefixes (scheme, host, port and a path ending in /).
+    # None by default, so the function fetches nothing an event names until the operator says where from.
+    image_url_allowed_prefixes: tuple[str, ...] = ()
+    image_url_timeout_s: float = 10.0  # connect to last byte
     threads: int = 0  # onnxruntime's intra-op threads for a request that runs alone; 0: one a CPU
     # Requests decoded and run at once; 0: one more than the CPUs, since a core would otherwise idle while a
     # worker waits for the GIL (2 cores, fp32 MobileNetV2, concurrency 8: 154-158 req/s with 2, 166-191 with 3).
@@ -71,6 +77,14 @@ class Settings:
             baked_dir=Path(env["MODEL_BAKED_DIR"]) if env.get("MODEL_BAKED_DIR") else None,
             max_upload_bytes=int(env.get("MAX_UPLOAD_BYTES", cls.max_upload_bytes)),
             max_pixels=int(env.get("MAX_IMAGE_PIXELS", cls.max_pixels)),
+            max_batch_files=int(env.get("MAX_BATCH_FILES", cls.max_batch_files)),
+            max_batch_bytes=int(env.get("MAX_BATCH_BYTES", cls.max_batch_bytes)),
+            image_url_allowed_prefixes=tuple(
+                prefix.strip()
+                for prefix in env.get("IMAGE_URL_ALLOWED_PREFIXES", "").split(",")
+                if prefix.strip()
+            ),
+            image_url_timeout_s=float(env.get("IMAGE_URL_TIMEOUT_SECONDS", cls.image_url_timeout_s)),
             threads=int(env.get("THREADS", cls.threads)),
             workers=int(env.get("WORKERS", cls.workers)),
             k_service=env.get("K_SERVICE"),

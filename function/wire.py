@@ -25,7 +25,7 @@ class PredictionResponse(msgspec.Struct):
             all_predictions=outcome.ranked,
             prediction_time=outcome.seconds,
             prediction_id=str(outcome.prediction_id),
-            model_version=outcome.model.version,
+            model_version=outcome.model_version,
         )
 
 

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Protocol
 
-from function.prediction_log import queries, schema
+from function.prediction_log import queries, schema, writer
 from function.prediction_log.queries import VersionStats
 from function.prediction_log.schema import Row
 from function.prediction_log.writer import Writer
@@ -24,6 +24,10 @@ from function.prediction_log.writer import Writer
 __all__ = ["LogDisabled", "NullLog", "PostgresLog", "PredictionLog", "Row", "VersionStats", "open_log"]
 
 log = logging.getLogger(__name__)
+
+# An event's row is written before the event is answered, so that a redelivery to any instance finds it; a
+# database slower than this costs the answer no more, and the row goes through the queue instead.
+EVENT_WRITE_TIMEOUT_S = 2.0
 
 
 class LogDisabled(RuntimeError):
@@ -33,6 +37,11 @@ class LogDisabled(RuntimeError):
 class PredictionLog(Protocol):
     def record(self, row: Row) -> None:
         """Queue `row` for writing; never blocks, never raises."""
+
+    async def record_once(self, row: Row) -> Row:
+        """An event's row: written now, or the row already logged for its (event_source, event_id). With the
+        database out of reach within EVENT_WRITE_TIMEOUT_S, `row` is queued like any other (a duplicate is
+        then dropped when it is written) and returned. Never raises."""
 
     async def start(self) -> None: ...
 
@@ -54,6 +63,9 @@ class NullLog:
 
     def record(self, row: Row) -> None:
         pass
+
+    async def record_once(self, row: Row) -> Row:
+        return row
 
     async def start(self) -> None:
         if not self._warned:
@@ -79,6 +91,21 @@ class PostgresLog:
 
     def record(self, row: Row) -> None:
         self._writer.put(row)
+
+    async def record_once(self, row: Row) -> Row:
+        try:
+            async with asyncio.timeout(EVENT_WRITE_TIMEOUT_S), self._database.connection() as conn:
+                logged = await queries.insert_once(conn, row)
+        except (
+            Exception
+        ) as exc:  # down, slow, or refusing: the writer's queue retries, and sets aside what it must
+            log.warning("prediction log: event %s from %s queued, not written now (%r)", row.event_id,
+                        row.event_source, exc)  # fmt: skip
+            self.record(row)
+            return row
+        if logged.id == row.id:
+            writer.WRITTEN.inc()
+        return logged
 
     async def start(self) -> None:
         # Nothing here waits for the database: one that is down or slow at start must not keep the function

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from function.prediction_log.schema import COLUMNS
+from function.prediction_log.schema import COLUMNS, Row
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,24 @@ FROM per_version AS v
 JOIN per_class AS c ON c.model_version = v.model_version AND c.revision IS NOT DISTINCT FROM v.revision
 ORDER BY v.model_version, v.revision NULLS FIRST
 """
+
+
+INSERT_ONCE = (
+    f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))}) "
+    "ON CONFLICT (event_source, event_id) DO NOTHING RETURNING id"
+)
+BY_EVENT = f"SELECT {', '.join(COLUMNS)} FROM predictions WHERE event_source = %s AND event_id = %s"
+
+
+async def insert_once(conn, row: Row) -> Row:
+    """Write an event's `row`, or return the row already written for its (event_source, event_id). A conflicting
+    insert that is not committed yet makes PostgreSQL wait for it, so concurrent deliveries settle on one row."""
+    async with conn.transaction():
+        cursor = await conn.execute(INSERT_ONCE, row.values())
+        if await cursor.fetchone() is not None:
+            return row
+    cursor = await conn.execute(BY_EVENT, (row.event_source, row.event_id))
+    return Row(*await cursor.fetchone())
 
 
 async def recent(conn, limit: int) -> list[dict]:

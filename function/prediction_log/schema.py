@@ -29,16 +29,20 @@ class Row:
     latency_ms: float
     source: str  # http, event, oip, batch
     request_id: str | None
+    event_source: str | None = None  # a CloudEvent's source and id: unique together (EVENT_KEY)
+    event_id: str | None = None
 
     def values(self) -> tuple:
         """The column values in `COLUMNS` order, probabilities as JSON text."""
         return (self.id, self.created_at, self.image_sha256, self.predicted_class, self.confidence,
                 json.dumps(self.probabilities), self.model_name, self.model_version, self.revision,
-                self.latency_ms, self.source, self.request_id)  # fmt: skip
+                self.latency_ms, self.source, self.request_id, self.event_source,
+                self.event_id)  # fmt: skip
 
 
 COLUMNS = tuple(field.name for field in fields(Row))
 PRIMARY_KEY = "predictions_pkey"
+EVENT_KEY = "predictions_event_key"  # one row per CloudEvent (source, id), whichever instance classified it
 
 MIGRATIONS = [
     # 1: the table as the first version created it, word for word, so a database it made is already there.
@@ -58,6 +62,12 @@ MIGRATIONS = [
         request_id text
     );
     CREATE INDEX IF NOT EXISTS predictions_created_at ON predictions (created_at);
+    """,
+    # 2: CloudEvents are logged once: a redelivery (Knative retries on 5xx and timeouts) adds no row. Rows that
+    # are not events have NULLs here, which a unique index never compares equal.
+    f"""
+    ALTER TABLE predictions ADD COLUMN IF NOT EXISTS event_source text, ADD COLUMN IF NOT EXISTS event_id text;
+    CREATE UNIQUE INDEX IF NOT EXISTS {EVENT_KEY} ON predictions (event_source, event_id);
     """,
 ]
 

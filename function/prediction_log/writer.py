@@ -7,7 +7,8 @@ neither stalls the log:
   timeout): the rows in hand are kept and retried with back-off while the rest wait in the queue;
 - the database refuses something in the batch (a constraint, a value): the batch is written again row by row,
   each row in its own transaction. A row whose id is already there was written by an earlier attempt whose
-  commit answer was lost; a row refused on its own is logged at ERROR with its values and set aside."""
+  commit answer was lost; an event's row whose (event_source, event_id) is already there is a redelivery,
+  dropped and counted; a row refused on its own is logged at ERROR with its values and set aside."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from collections.abc import Iterator
 
 from prometheus_client import Counter, Gauge
 
-from function.prediction_log.schema import COLUMNS, PRIMARY_KEY, Row
+from function.prediction_log.schema import COLUMNS, EVENT_KEY, PRIMARY_KEY, Row
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,10 @@ QUEUE_DEPTH = Gauge("prediction_log_queue_depth", "Predictions waiting to be wri
 WRITTEN = Counter("prediction_log_rows_written_total", "Prediction rows written to PostgreSQL")
 WRITE_FAILURES = Counter("prediction_log_write_failures_total", "Failed attempts to write a batch")
 DROPPED = Counter("prediction_log_dropped_total", "Prediction rows dropped because the queue was full")
+DUPLICATE_EVENTS = Counter(
+    "prediction_log_duplicate_events_total",
+    "Queued rows not written because their CloudEvent (source, id) was already logged",
+)
 REJECTED = Counter(
     "prediction_log_rows_rejected_total",
     "Prediction rows the database refused, logged at ERROR and set aside",
@@ -141,10 +146,16 @@ class Writer:
                     except psycopg.OperationalError:
                         raise
                     except UniqueViolation as exc:
-                        if exc.diag.constraint_name != PRIMARY_KEY:
-                            _set_aside(row, exc)
-                        else:  # written by an earlier attempt whose commit answer was lost
+                        if (
+                            exc.diag.constraint_name == PRIMARY_KEY
+                        ):  # an earlier attempt's commit answer was lost
                             WRITTEN.inc()
+                        elif (
+                            exc.diag.constraint_name == EVENT_KEY
+                        ):  # a redelivery, classified while PG was away
+                            DUPLICATE_EVENTS.inc()
+                        else:
+                            _set_aside(row, exc)
                     except Exception as exc:
                         _set_aside(row, exc)
                     settled += 1
