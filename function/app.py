@@ -9,6 +9,7 @@ from litestar.di import Provide
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from function import problems
+from function.image_urls import ImageUrls
 from function.lifecycle import Shutdown
 from function.model_slot import ModelSlot
 from function.prediction_log import PredictionLog, open_log
@@ -32,6 +33,9 @@ def create_app(
     preloading = slot is not None
     slot = slot or ModelSlot()
     service = PredictionService(settings, slot, prediction_log)
+    image_urls = ImageUrls(
+        settings.image_url_allowed_prefixes, settings.image_url_timeout_s, settings.max_upload_bytes
+    )
 
     def start() -> None:
         service.start()
@@ -60,11 +64,12 @@ def create_app(
             "slot": provide(slot),
             "settings": provide(settings),
             "shutdown": provide(shutdown),
+            "image_urls": provide(image_urls),
         },
         middleware=[prometheus.middleware],
         plugins=[problems.plugin(settings)],
         on_startup=[start, prediction_log.start],
-        on_shutdown=[flush_log, service.stop],
+        on_shutdown=[flush_log, service.stop, image_urls.close],
         request_max_body_size=settings.max_upload_bytes + MULTIPART_SLACK_BYTES,
     )
     app.state.model_slot = slot

@@ -18,7 +18,7 @@ from litestar.plugins.problem_details import (
     ProblemDetailsPlugin,
 )
 
-from function import images
+from function import events, image_urls, images
 from function.model_slot import ModelNotReady
 from function.service import ParameterOutOfRange
 from function.settings import Settings
@@ -37,6 +37,11 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     images.UnsupportedImage: (415, "Unsupported image"),
     images.CorruptImage: (422, "Corrupt image"),
     MissingFile: (422, "No image in the request"),
+    events.EventRejected: (400, "Not an image event"),
+    events.EventDataUnsupported: (415, "Unsupported event data"),
+    image_urls.ImageUrlRefused: (403, "Image URL not allowed"),
+    image_urls.ImageUrlUnreadable: (422, "Image URL unreadable"),
+    image_urls.ImageUrlFailed: (502, "Image URL failed"),
 }
 
 
