@@ -32,6 +32,7 @@ from function.prediction_log import (
     open_log,
     schema,
 )
+from function.prediction_log.writer import INSERT
 from function.settings import Settings
 from tests import tiny_onnx
 from tests.postgres import fresh_database
@@ -62,7 +63,7 @@ CREATE TABLE IF NOT EXISTS predictions (
 );
 CREATE INDEX IF NOT EXISTS predictions_created_at ON predictions (created_at);
 """
-INSERT = "INSERT INTO predictions VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+FIRST_VERSION_INSERT = "INSERT INTO predictions VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 
 
 @pytest.fixture
@@ -408,7 +409,7 @@ def test_a_database_made_by_the_first_version_keeps_its_rows(database):
     with psycopg.connect(database) as conn:
         conn.execute(FIRST_VERSION_SCHEMA)
         for row in old:
-            conn.execute(INSERT, row.values())
+            conn.execute(FIRST_VERSION_INSERT, row.values()[:12])  # its twelve columns
     new = make_row(request_id="new")
 
     async def scenario():
@@ -551,3 +552,51 @@ asyncio.run(main())
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_queued_event_row_that_was_logged_meanwhile_is_dropped_as_a_duplicate(database, caplog):
+    """An event classified while PostgreSQL was away goes through the queue; if its redelivery was logged first,
+    the queued row is a duplicate: not written, not set aside as refused, counted."""
+    logged = make_row(source="event", event_source="/camera", event_id="e1")
+    queued = make_row(source="event", event_source="/camera", event_id="e1")
+    other = make_row(source="event", event_source="/camera", event_id="e2")
+
+    async def scenario():
+        log = PostgresLog(database)
+        await log.start()
+        assert await log.record_once(logged) == logged
+        duplicates = metric("prediction_log_duplicate_events_total") or 0
+        rejected = metric("prediction_log_rows_rejected_total") or 0
+        log.record(queued)
+        log.record(other)
+        await eventually(lambda: metric("prediction_log_queue_depth") == 0, "the queued rows")
+        assert (await log.record_once(queued)).id == logged.id  # and a delivery now is answered from the log
+        await log.stop(5)
+        assert metric("prediction_log_duplicate_events_total") == duplicates + 1
+        assert (metric("prediction_log_rows_rejected_total") or 0) == rejected
+
+    asyncio.run(scenario())
+    written = sorted(r[0] for r in rows(database, [logged.id, queued.id, other.id]))
+    assert written == sorted([str(logged.id), str(other.id)])
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_an_event_row_is_queued_when_the_database_is_out_of_reach(postgres, database):
+    row = make_row(source="event", event_source="/camera", event_id="down")
+
+    async def scenario():
+        log = PostgresLog(database)
+        await log.start()
+        await log.recent()  # migrated
+        postgres.stop()
+        try:
+            started = time.monotonic()
+            assert await log.record_once(row) == row  # answered, not failed
+            assert time.monotonic() - started < 10
+            assert metric("prediction_log_queue_depth") >= 1
+        finally:
+            postgres.start()
+        await eventually(lambda: len(rows(database, [row.id])) == 1, "the queued event row")
+        await log.stop(5)
+
+    asyncio.run(scenario())
