@@ -1,9 +1,204 @@
-"""The Open Inference Protocol v2 (REST) under /v2: a thin adapter over the prediction service."""
+"""The Open Inference Protocol v2 (REST) under /v2: a thin adapter over the prediction service.
+
+KServe's required API (server and model health, metadata, infer) with Triton's binary tensor data extension, so
+that tritonclient and other protocol clients can call the function; the tensors are `function.oip_codec`'s.
+Errors are the protocol's `{"error": "..."}`, not problem details: this router's exception handlers take
+precedence over the app's for every request a /v2 route answers (an unknown path or method is still the app's)."""
 
 from __future__ import annotations
 
+import logging
+from functools import cache
+from importlib import metadata
+
+from litestar import Request, Response, Router, get, post
+from litestar.enums import MediaType
+from litestar.exceptions import HTTPException
+from litestar.openapi.datastructures import ResponseSpec
+
+from function import oip_codec as codec
+from function import problems
+from function.classifier import Classifier
+from function.model_slot import ModelNotReady, ModelSlot
+from function.model_source import ModelSource
+from function.service import Outcome, PredictionService, RequestContext
 from function.settings import Settings
+
+log = logging.getLogger("function")
+
+SERVER_NAME = "fish-function"
+MODEL = ["/models/{name:str}", "/models/{name:str}/versions/{version:str}"]
+
+
+class UnknownModel(LookupError):
+    """A model name or version this server does not serve."""
+
+
+def error(description: str) -> ResponseSpec:
+    return ResponseSpec(data_container=codec.Error, description=description, generate_examples=False)
+
+
+NOT_READY = {503: error("The model is not loaded (yet); Retry-After says when to ask again")}
+MODEL_ERRORS = {404: error("Unknown model name or version"), **NOT_READY}
+
+
+@get("/", summary="Server metadata: name, version and the protocol extensions it supports")
+async def server_metadata() -> codec.ServerMetadata:
+    return codec.ServerMetadata(SERVER_NAME, _server_version(), [codec.BINARY_EXTENSION])
+
+
+@get("/health/live", summary="Liveness: 200 (empty body) while the process serves", media_type=MediaType.TEXT)
+async def live() -> None:
+    return None
+
+
+@get(
+    "/health/ready",
+    summary="Readiness: 200 (empty body) once the model is loaded, 503 before",
+    responses=NOT_READY,
+    media_type=MediaType.TEXT,
+)
+async def ready(slot: ModelSlot) -> None:
+    slot.get()
+
+
+@get(
+    MODEL,
+    summary="Model metadata: input and output tensors, and the class order of 'probabilities'",
+    responses=MODEL_ERRORS,
+)
+async def model_metadata(slot: ModelSlot, name: str, version: str | None = None) -> codec.ModelMetadata:
+    classifier, source = _served(slot, name, version)
+    return codec.model_metadata(source.name, source.version, classifier.card)
+
+
+@get(
+    [path + "/ready" for path in MODEL],
+    summary="Model readiness: 200 (empty body) when this model is loaded",
+    responses=MODEL_ERRORS,
+    media_type=MediaType.TEXT,
+)
+async def model_ready(slot: ModelSlot, name: str, version: str | None = None) -> None:
+    _served(slot, name, version)
+
+
+@post(
+    [path + "/infer" for path in MODEL],
+    status_code=200,
+    summary="Classify images: input 'image', UINT8 [N, H, W, 3] pixels or BYTES [N] encoded files",
+    description=codec.__doc__,
+    responses={
+        400: error("Not an inference request for this model, or an image it cannot read"),
+        **MODEL_ERRORS,
+    },
+)
+async def infer(
+    request: Request, slot: ModelSlot, service: PredictionService, settings: Settings, name: str,
+    version: str | None = None,
+) -> Response[codec.InferResponse]:  # fmt: skip
+    classifier, _ = _served(slot, name, version)
+    body = await request.body()
+    parsed = codec.decode_request(body, _json_length(request), classifier.card, settings.max_batch_files)
+    context = RequestContext("oip", request.headers.get("x-request-id") or parsed.id)
+    outcomes = await _predict(service, parsed, context)
+    content, json_length = codec.encode_response(parsed, outcomes, classifier.card.class_names)
+    if json_length is None:
+        return Response(content, media_type=MediaType.JSON)
+    headers = {"Inference-Header-Content-Length": str(json_length)}
+    return Response(content, media_type="application/octet-stream", headers=headers)
 
 
 def handlers(settings: Settings) -> list:
-    return []
+    return [
+        Router(
+            "/v2",
+            route_handlers=[server_metadata, live, ready, model_metadata, model_ready, infer],
+            exception_handlers=_exception_handlers(settings),
+            request_max_body_size=settings.max_batch_bytes,
+            tags=["Open Inference Protocol v2"],
+        )
+    ]
+
+
+def _served(slot: ModelSlot, name: str, version: str | None) -> tuple[Classifier, ModelSource]:
+    classifier, source = slot.get()
+    if name != source.name:
+        raise UnknownModel(f"unknown model '{name}': this server serves '{source.name}'")
+    if version not in (None, source.version):
+        raise UnknownModel(
+            f"model '{name}' has no version '{version}': this server serves version '{source.version}'"
+        )
+    return classifier, source
+
+
+def _json_length(request: Request) -> int | None:
+    if request.headers.get("content-encoding", "identity") != "identity":
+        raise codec.InvalidRequest("compressed request bodies are not supported")
+    value = request.headers.get("inference-header-content-length")
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        raise codec.InvalidRequest(f"Inference-Header-Content-Length is not a number: {value!r}") from None
+
+
+async def _predict(
+    service: PredictionService, parsed: codec.InferRequest, context: RequestContext
+) -> list[Outcome]:
+    if parsed.pixels is not None:
+        return await service.predict_pixels(parsed.pixels, context)
+    outcomes = await service.predict_batch(parsed.encoded, context)
+    rejected = [
+        f"element {index}: {outcome}"
+        for index, outcome in enumerate(outcomes)
+        if isinstance(outcome, Exception)
+    ]
+    if rejected:  # the protocol has no per-element errors: the request fails
+        raise codec.InvalidRequest(
+            f"input '{codec.INPUT}' has images that cannot be classified: {'; '.join(rejected)}"
+        )
+    return outcomes
+
+
+@cache
+def _server_version() -> str:
+    try:
+        return metadata.version(SERVER_NAME)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _exception_handlers(settings: Settings) -> dict:
+    """Every error type the app turns into a problem is answered here in the protocol's form instead."""
+
+    def answer(status: int, message: str, headers: dict[str, str] | None = None) -> Response[codec.Error]:
+        return Response(codec.Error(message), status_code=status, headers=headers, media_type=MediaType.JSON)
+
+    def bad_request(_: Request, exc: Exception) -> Response:
+        return answer(400, str(exc))
+
+    def unknown(_: Request, exc: UnknownModel) -> Response:
+        return answer(404, str(exc))
+
+    def not_ready(_: Request, exc: ModelNotReady) -> Response:
+        return answer(503, str(exc), {"Retry-After": str(exc.retry_after_s)})
+
+    def http(_: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 413:
+            limit = f"{settings.max_batch_bytes:,} bytes (MAX_BATCH_BYTES)"
+            return answer(413, f"the request body is larger than the limit of {limit}")
+        return answer(exc.status_code, exc.detail, exc.headers)
+
+    def internal(_: Request, exc: Exception) -> Response:
+        log.error("unhandled error", exc_info=exc)
+        return answer(500, "the server failed to answer this request; the error is logged")
+
+    # The app maps each domain error type on its own, and across layers the most specific type wins: so every
+    # one of them needs its key here too, or it would still become a problem.
+    table: dict = dict.fromkeys(problems.DOMAIN_ERRORS, bad_request)
+    return table | {
+        codec.InvalidRequest: bad_request,
+        UnknownModel: unknown,
+        ModelNotReady: not_ready,
+        HTTPException: http,
+        Exception: internal,
+    }
