@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Protocol
 
 from function.prediction_log import queries, schema, writer
+from function.prediction_log.claims import EventClaims
 from function.prediction_log.queries import VersionStats
 from function.prediction_log.schema import Row
 from function.prediction_log.writer import Writer
@@ -88,14 +89,14 @@ class PostgresLog:
     def __init__(self, url: str, capacity: int = 10_000, batch_size: int = 256):
         self._database = _Database(url)
         self._writer = Writer(self._database, capacity, batch_size)
+        self._events = EventClaims(self._database, EVENT_WRITE_TIMEOUT_S)
 
     def record(self, row: Row) -> None:
         self._writer.put(row)
 
     async def record_once(self, row: Row) -> Row:
         try:
-            async with asyncio.timeout(EVENT_WRITE_TIMEOUT_S), self._database.connection() as conn:
-                logged = await queries.insert_once(conn, row)
+            logged = await self._events.claim(row)
         except (
             Exception
         ) as exc:  # down, slow, or refusing: the writer's queue retries, and sets aside what it must

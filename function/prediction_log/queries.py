@@ -47,22 +47,34 @@ ORDER BY v.model_version, v.revision NULLS FIRST
 """
 
 
-INSERT_ONCE = (
-    f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))}) "
-    "ON CONFLICT (event_source, event_id) DO NOTHING RETURNING id"
+_VALUES = f"({', '.join(['%s'] * len(COLUMNS))})"
+BY_EVENTS = (
+    f"SELECT {', '.join(COLUMNS)} FROM predictions WHERE (event_source, event_id) IN "
+    "(SELECT * FROM unnest(%s::text[], %s::text[]))"
 )
-BY_EVENT = f"SELECT {', '.join(COLUMNS)} FROM predictions WHERE event_source = %s AND event_id = %s"
 
 
-async def insert_once(conn, row: Row) -> Row:
-    """Write an event's `row`, or return the row already written for its (event_source, event_id). A conflicting
-    insert that is not committed yet makes PostgreSQL wait for it, so concurrent deliveries settle on one row."""
-    async with conn.transaction():
-        cursor = await conn.execute(INSERT_ONCE, row.values())
-        if await cursor.fetchone() is not None:
-            return row
-    cursor = await conn.execute(BY_EVENT, (row.event_source, row.event_id))
-    return Row(*await cursor.fetchone())
+async def insert_once(conn, rows: list[Row]) -> dict[tuple[str, str], Row]:
+    """Write events' `rows`, each unless a row for its (event_source, event_id) is there already; returns the
+    logged row of every event. An insert that conflicts with one not committed yet waits for it, so concurrent
+    deliveries settle on one row; two rows of one event in `rows` settle on the first."""
+    values = ", ".join([_VALUES] * len(rows))
+    insert = (
+        f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES {values} "
+        "ON CONFLICT (event_source, event_id) DO NOTHING RETURNING id"
+    )
+    cursor = await conn.execute(insert, [value for row in rows for value in row.values()])
+    written = {uuid for (uuid,) in await cursor.fetchall()}
+    logged = {(row.event_source, row.event_id): row for row in rows if row.id in written}
+    missing = {(row.event_source, row.event_id) for row in rows} - logged.keys()
+    if missing:  # a new statement, a new snapshot: it sees the rows the insert waited for
+        sources, ids = zip(*missing, strict=True)
+        cursor = await conn.execute(BY_EVENTS, (list(sources), list(ids)))
+        for values in await cursor.fetchall():
+            row = Row(*values)
+            logged[row.event_source, row.event_id] = row
+    await conn.commit()
+    return logged
 
 
 async def recent(conn, limit: int) -> list[dict]:
