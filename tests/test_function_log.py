@@ -600,3 +600,24 @@ def test_an_event_row_is_queued_when_the_database_is_out_of_reach(postgres, data
         await log.stop(5)
 
     asyncio.run(scenario())
+
+
+def test_events_written_together_settle_each_event_on_one_row(database):
+    """Deliveries that finish while a write is in flight are written in one statement, the same event twice
+    among them included: every caller gets its event's one row."""
+    first, again = (make_row(source="event", event_source="/camera", event_id="same") for _ in range(2))
+    others = [make_row(source="event", event_source="/camera", event_id=f"other{i}") for i in range(5)]
+
+    async def scenario():
+        log = PostgresLog(database)
+        await log.start()
+        await log.recent()  # migrated
+        answers = await asyncio.gather(*(log.record_once(row) for row in [first, again, *others]))
+        await log.stop(5)
+        return answers
+
+    answers = asyncio.run(scenario())
+    assert answers[0].id == answers[1].id == first.id
+    assert [answer.id for answer in answers[2:]] == [row.id for row in others]
+    written = rows(database, [first.id, again.id, *[row.id for row in others]])
+    assert sorted(r[0] for r in written) == sorted(str(row.id) for row in [first, *others])
