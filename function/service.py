@@ -123,34 +123,7 @@ class PredictionService:
         without failing the others. The good images go through onnxruntime in one run."""
         classifier, source = self._slot.get()
         _check_top_k(context.top_k, classifier)
-        import os
-
-        variant = os.environ.get("BATCH_VARIANT", "A")
-        if variant == "A":
-            done = await self._run(lambda alone: self._classify_batch(classifier, items))
-        elif variant == "B":
-            done = await asyncio.gather(
-                *[
-                    self._run(
-                        lambda alone, d=d: self._classify_item(classifier, d, alone and len(items) == 1)
-                    )
-                    for d in items
-                ]
-            )
-        elif variant == "C":
-            decoded = await asyncio.gather(
-                *[self._run(lambda alone, d=d: self._decode_item(classifier, d)) for d in items]
-            )
-            done = await self._run(
-                lambda alone: self._classify_decoded(classifier, items, decoded, alone, True)
-            )
-        elif variant == "D":  # sequential decode, batch on solo only when alone
-
-            def work(alone):
-                decoded = [self._decode_item(classifier, d) for d in items]
-                return self._classify_decoded(classifier, items, decoded, alone, False)
-
-            done = await self._run(work)
+        done = await self._run(lambda alone: self._classify_batch(classifier, items))
         return [
             self._record(item, source, context) if isinstance(item, _Classified) else item for item in done
         ]
@@ -196,33 +169,6 @@ class PredictionService:
         good = [pixels for pixels in decoded if isinstance(pixels, np.ndarray)]
         predictions = iter(classifier.classify_batch(np.stack(good)) if good else [])
         seconds = (time.perf_counter() - started) / max(len(good), 1)  # each image's share of the batch
-        return [
-            _Classified.observed(next(predictions), seconds, data)
-            if isinstance(pixels, np.ndarray)
-            else pixels
-            for data, pixels in zip(items, decoded, strict=True)
-        ]
-
-    def _classify_item(self, classifier, data, alone):
-        try:
-            return self._classify(classifier, data, alone)
-        except images.ImageRejected as exc:
-            return exc
-
-    def _decode_item(self, classifier, data):
-        try:
-            return self._decode(classifier, data)
-        except images.ImageRejected as exc:
-            return exc
-
-    def _classify_decoded(self, classifier, items, decoded, alone, always_solo):
-        started = time.perf_counter()
-        good = [pixels for pixels in decoded if isinstance(pixels, np.ndarray)]
-        session = classifier._solo if (alone or always_solo) else classifier._shared
-        predictions = iter(
-            [classifier._rank(r) for r in session.run(None, {"image": np.stack(good)})[0]] if good else []
-        )
-        seconds = (time.perf_counter() - started) / max(len(good), 1)
         return [
             _Classified.observed(next(predictions), seconds, data)
             if isinstance(pixels, np.ndarray)
