@@ -2,11 +2,15 @@
 the compute limit, side by side in one run, on the same images and the same load tool (wrk).
 
 Figures: cold start (process start to the first successful /predict, model in the local cache), p50/p99 at
-concurrency 1 for a 640x480 and a 12 MP JPEG, throughput at concurrency 8, peak RSS."""
+concurrency 1 for a 640x480 and a 12 MP JPEG, throughput at concurrency 8, peak RSS. For function fp32, the other
+doors on the same 640x480 JPEG in the same rounds: a CloudEvent in binary mode and an Open Inference Protocol BYTES
+infer at concurrency 8, and /predict/batch with 8 files at concurrency 1 and 2. A batch is compared by images in
+flight: 8 files at c=1 against /predict at c=8."""
 
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import shutil
 import statistics
@@ -14,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -71,16 +76,19 @@ def main() -> int:
             )
             for precision, alias in (("fp32", "onnx"), ("int8", "onnx-int8"))
         }
+        doors = Doors(running["function fp32"], photos["640x480"])
         for round_ in range(ROUNDS):
             for name, running_server in running.items():
                 with console.status(f"Round {round_ + 1}/{ROUNDS}: {name}…"):
                     add(samples[name], running_server.load(photos))
+            with console.status(f"Round {round_ + 1}/{ROUNDS}: function fp32, other doors…"):
+                doors.measure()
             for name, limit in limits.items():
                 with console.status(f"Round {round_ + 1}/{ROUNDS}: {name}…"):
                     add(samples.setdefault(name, {}), limit.measure(photos))
         for name, running_server in running.items():
             samples[name]["peak RSS MB"] = [running_server.peak_rss_mb()]
-        print_table({name: summarize(figures) for name, figures in samples.items()})
+        print_table({name: summarize(figures) for name, figures in samples.items()}, doors)
     finally:
         for running_server in running.values():
             running_server.stop()
@@ -223,15 +231,97 @@ def multipart(photo: Path) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
-def wrk(url: str, photo: Path, connections: int, seconds: int):
+def wrk(url: str, photo: Path, connections: int, seconds: int, script: str = "post.lua", **env: str):
+    """(requests, seconds, p50 ms, p99 ms, errors); a non-2xx answer counts as an error."""
     done = subprocess.run(
         ["wrk", "-t", str(min(connections, 2)), "-c", str(connections), "-d", f"{seconds}s", "--latency",
-         "-s", str(HERE / "post.lua"), url],
-        env={**os.environ, "BENCH_IMAGE": str(photo)}, capture_output=True, text=True, check=True,
+         "-s", str(HERE / script), url],
+        env={**os.environ, "BENCH_IMAGE": str(photo), **env}, capture_output=True, text=True, check=True,
     )  # fmt: skip
     line = next(x for x in done.stdout.splitlines() if x.startswith("BENCH "))
     requests, duration_us, p50, p99, errors = line.split()[1:]
     return int(requests), int(duration_us) / 1e6, float(p50), float(p99), int(errors)
+
+
+class Doors:
+    """function fp32's other doors, each loaded as /predict is (wrk, 640x480 JPEG). A door that does not answer
+    its probe request as it should (not built yet, say) is reported as such instead of measured."""
+
+    BATCH_FILES = 8
+    LOADS = {  # row: (wrk script, connections, images per request)
+        "CloudEvent binary c=8": ("cloudevent.lua", 8, 1),
+        f"batch of {BATCH_FILES} c=1": ("batch.lua", 1, BATCH_FILES),
+        f"batch of {BATCH_FILES} c=2": ("batch.lua", 2, BATCH_FILES),
+        "OIP BYTES c=8": ("oip_bytes.lua", 8, 1),
+    }
+    SCRIPTS = {
+        "cloudevent.lua": "/",
+        "batch.lua": "/predict/batch",
+        "oip_bytes.lua": f"/v2/models/{MODEL}/infer",
+    }
+
+    def __init__(self, server: Server, photo: Path):
+        self.url, self.photo = f"http://127.0.0.1:{server.port}", photo
+        self.samples: dict[str, dict[str, list[float]]] = {}
+        self.broken = {script: why for script in self.SCRIPTS if (why := self._probe(server.port, script))}
+
+    def measure(self) -> None:
+        for row, (script, connections, images_per_request) in self.LOADS.items():
+            if script in self.broken:
+                continue
+            requests, seconds, p50, p99, errors = wrk(
+                self.url, self.photo, connections, seconds=6, script=script, BENCH_RUN=uuid.uuid4().hex,
+                BENCH_FILES=str(self.BATCH_FILES), BENCH_MODEL=MODEL,
+            )  # fmt: skip
+            figures = {"req/s": requests / seconds, "images/s": requests * images_per_request / seconds,
+                       "p50 ms": p50, "p99 ms": p99, "errors": errors}  # fmt: skip
+            add(self.samples.setdefault(row, {}), figures)
+
+    def _probe(self, port: int, script: str) -> str | None:
+        """None if the door answers one request as wrk will send it; else what it answered."""
+        body, headers = _door_request(script, self.photo.read_bytes(), self.BATCH_FILES)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            connection.request("POST", self.SCRIPTS[script], body, headers)
+            response = connection.getresponse()
+            answer = response.read()
+        finally:
+            connection.close()
+        if response.status != 200:
+            return f"HTTP {response.status}: {answer[:120]!r}"
+        if script == "cloudevent.lua" and response.getheader("ce-type") is None:
+            return "answered 200 without a CloudEvent in binary mode (no ce-type header)"
+        return None
+
+
+def _door_request(script: str, image: bytes, files: int) -> tuple[bytes, dict[str, str]]:
+    """The request a wrk script sends (the probe's copy, so a door is checked with the bytes wrk sends)."""
+    if script == "cloudevent.lua":
+        headers = {"ce-specversion": "1.0", "ce-type": "com.example.fish.image.submitted", "ce-source": "/bench",
+                   "ce-id": f"probe-{uuid.uuid4().hex}", "Content-Type": "image/jpeg"}  # fmt: skip
+        return image, headers
+    if script == "oip_bytes.lua":
+        inputs = [
+            {
+                "name": "image",
+                "shape": [1],
+                "datatype": "BYTES",
+                "parameters": {"binary_data_size": 4 + len(image)},
+            }
+        ]
+        outputs = [{"name": "probabilities", "parameters": {"binary_data": True}}]
+        header = json.dumps({"inputs": inputs, "outputs": outputs}).encode()
+        body = header + len(image).to_bytes(4, "little") + image
+        return body, {
+            "Content-Type": "application/octet-stream",
+            "Inference-Header-Content-Length": str(len(header)),
+        }
+    boundary = "benchboundary7MA4YWxkTrZu0gW"
+    part = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="fish.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n").encode() + image + b"\r\n"  # fmt: skip
+    return part * files + f"--{boundary}--\r\n".encode(), {
+        "Content-Type": f"multipart/form-data; boundary={boundary}"
+    }
 
 
 class ComputeLimit:
@@ -264,7 +354,7 @@ class ComputeLimit:
         return figures
 
 
-def print_table(results: dict[str, dict]) -> None:
+def print_table(results: dict[str, dict], doors: Doors) -> None:
     columns = ["cold start s", "p50 640x480 ms", "p99 640x480 ms", "p50 12MP ms", "p99 12MP ms", "req/s c=8",
                "peak RSS MB", "errors"]  # fmt: skip
     settings = Settings.from_env({})
@@ -306,6 +396,41 @@ def print_table(results: dict[str, dict]) -> None:
     out.print(table)
     for name, value in ratios.items():
         out.print(f"  {name}: {value:.2f}")
+    print_doors(fp32, doors, out)
+
+
+def print_doors(fp32: dict, doors: Doors, out: Console) -> None:
+    table = Table(title=f"function fp32, other doors: 640x480 JPEG, medians of {ROUNDS} rounds")
+    columns = ["req/s", "images/s", "p50 ms", "p99 ms", "errors"]
+    table.add_column("")
+    for column in columns:
+        table.add_column(column, justify="right")
+    table.add_row(
+        "/predict c=8", _cell(fp32["req/s c=8"]), _cell(fp32["req/s c=8"]), "", "", _cell(fp32["errors"])
+    )
+    results = {row: summarize(figures) for row, figures in doors.samples.items()}
+    for row, figures in results.items():
+        table.add_row(row, *[_cell(figures.get(c)) for c in columns])
+    out.print(table)
+    for script, why in doors.broken.items():
+        out.print(f"  not measured, {Doors.SCRIPTS[script]} did not answer the probe: {why}")
+    batch = f"batch of {Doors.BATCH_FILES}"
+    ratios = {
+        "req/s c=8, CloudEvents binary / /predict (target >= 0.9)": ("CloudEvent binary c=8", "req/s"),
+        f"images/s, batch / /predict ({batch} at c=1 against /predict at c=8: 8 images in flight each)": (
+            f"{batch} c=1",
+            "images/s",
+        ),
+        f"images/s, {batch} at c=2 (16 in flight) / /predict at c=8": (f"{batch} c=2", "images/s"),
+        "req/s c=8, OIP BYTES / /predict": ("OIP BYTES c=8", "req/s"),
+    }
+    for name, (row, column) in ratios.items():
+        if row not in results:
+            out.print(f"  {name}: not measured")
+        elif results[row]["errors"]:
+            out.print(f"  {name}: {results[row]['errors']:.0f} errors, no ratio")
+        else:
+            out.print(f"  {name}: {results[row][column] / fp32['req/s c=8']:.2f}")
 
 
 def _cell(value) -> str:
