@@ -27,6 +27,7 @@ PREDICTION_COMPLETED = "com.example.fish.prediction.completed"
 STRUCTURED = "application/cloudevents+json"
 BATCHED = "application/cloudevents-batch+json"
 IMAGE_TYPES = ("image/", "application/octet-stream")
+MAX_KEY_BYTES = 1024  # an event's id and source each: they are the prediction log's unique key
 
 
 class EventRejected(ValueError):
@@ -52,7 +53,7 @@ class _Format(JSONFormat):
     body that happens to be valid UTF-8 (a tiny GIF, say) into text."""
 
     def read_data(self, body: bytes, datacontenttype: str | None) -> Any:
-        if datacontenttype and self.JSON_CONTENT_TYPE_PATTERN.match(datacontenttype):
+        if datacontenttype and self.JSON_CONTENT_TYPE_PATTERN.match(datacontenttype.strip().lower()):
             return super().read_data(body, datacontenttype)
         return body or None
 
@@ -70,6 +71,16 @@ def _strict_v1(attributes: dict[str, Any], data: Any) -> CloudEvent:
         raise EventRejected(
             f"CloudEvents specversion {attributes['specversion']!r} is not supported; send 1.0"
         )
+    for name in ("id", "source"):  # the log's unique key: PostgreSQL text, and an index entry
+        value = attributes[name]
+        try:
+            size = len(value.encode()) if isinstance(value, str) else None
+        except UnicodeEncodeError:  # a lone surrogate from JSON
+            size = None
+        if size is None or size > MAX_KEY_BYTES or "\x00" in value:
+            raise EventRejected(
+                f"the event's {name} must be text of at most {MAX_KEY_BYTES} UTF-8 bytes, no NUL"
+            )
     return CloudEvent(attributes, data)
 
 
@@ -117,17 +128,17 @@ def _image_of(event: CloudEvent) -> tuple[bytes | None, str | None]:
 
 
 def reply(
-    request: ImageEvent, prediction: dict[str, Any], prediction_id: str, source: str
+    request: ImageEvent, prediction: dict[str, Any], prediction_id: str, source: str, time: dt.datetime
 ) -> ce_http.HTTPMessage:
-    """The prediction as an event, in the request's mode. Its id is the prediction's, so a redelivered request,
-    answered from the log, gets the very same reply event."""
+    """The prediction as an event, in the request's mode. Its id is the prediction's and its time the
+    prediction's, so a redelivered request, answered from the log, gets the same reply event."""
     event = CloudEvent(
         {
             "type": PREDICTION_COMPLETED,
             "source": source,
             "id": prediction_id,
             "subject": request.id,
-            "time": dt.datetime.now(dt.UTC),
+            "time": time,
             "datacontenttype": "application/json",
         },
         prediction,

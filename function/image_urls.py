@@ -1,16 +1,18 @@
 """Fetching the image an event names by URL, from where the operator allows and nowhere else (no SSRF).
 
 `IMAGE_URL_ALLOWED_PREFIXES` lists URL prefixes; a URL is fetched only when its scheme, host and port equal a
-prefix's and its path lies under the prefix's path. URLs with credentials, or with `.` or `..` path segments
-(even percent-encoded), are refused outright: they are how a URL that looks allowed reaches elsewhere. A
-redirect is followed only to a URL that passes the same check, at most `MAX_REDIRECTS` times. The body is held
-to MAX_UPLOAD_BYTES as it arrives, and the whole fetch to IMAGE_URL_TIMEOUT_SECONDS.
+prefix's and its path lies under the prefix's path, compared as sent. URLs with credentials, `.` or `..` path
+segments, `;` or percent-escaped ASCII in the path are refused outright: they are how a URL that looks allowed
+reaches elsewhere on some server. A redirect is followed only to a URL that passes the same check, at most
+`MAX_REDIRECTS` times. The body is asked for and read uncompressed (a few compressed bytes can expand to
+gigabytes) and held to MAX_UPLOAD_BYTES as it arrives; the whole fetch to IMAGE_URL_TIMEOUT_SECONDS.
 
 httpx is imported on the first fetch, not at start: most deployments never fetch."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urljoin, urlsplit
 
@@ -35,25 +37,40 @@ class ImageUrlFailed(RuntimeError):
     """The allowed server could not be reached, failed (5xx) or was too slow: a redelivery may succeed."""
 
 
+MAX_URL_CHARS = 4096
+# What a path may hold as sent: unreserved and sub-delimiter characters, and percent-escapes of non-ASCII bytes
+# (UTF-8) or a space only. No ';' (Tomcat reads "..;" as ".."), no escaped ASCII ('%2e', '%2f', '%5c', '%25'):
+# servers differ in how and how often they decode those, and so in where the path leads.
+_RAW_PATH = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,=:@/]|%20|%[89A-Fa-f][0-9A-Fa-f])*")
+
+
 class _Place:
-    """A URL's scheme, host, port and decoded path, as compared against the allowed prefixes."""
+    """A URL's scheme, host, port and path, as compared against the allowed prefixes."""
 
     def __init__(self, url: str):
-        parts = urlsplit(url)
-        if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
-            raise ImageUrlRefused(f"only http and https URLs with a host are fetched, not {url!r}")
+        if len(url) > MAX_URL_CHARS:
+            raise ImageUrlRefused(f"URLs longer than {MAX_URL_CHARS} characters are not fetched")
+        if any(ch.isspace() or not ch.isprintable() or ch == "\\" for ch in url):
+            raise ImageUrlRefused("URLs with whitespace, control characters or backslashes are not fetched")
+        try:
+            parts = urlsplit(url)
+            scheme, host, port = parts.scheme.lower(), parts.hostname, parts.port
+        except ValueError as exc:  # a bad IPv6 literal, a port that is not a number, ...
+            raise ImageUrlRefused(f"not a URL this function fetches: {url[:200]!r} ({exc})") from exc
+        if scheme not in DEFAULT_PORTS or not host:
+            raise ImageUrlRefused(f"only http and https URLs with a host are fetched, not {url[:200]!r}")
         if parts.username is not None or parts.password is not None:
             raise ImageUrlRefused("URLs with credentials in them are not fetched")
-        if any(ch.isspace() or ord(ch) < 32 or ch == "\\" for ch in url):
-            raise ImageUrlRefused("URLs with whitespace, control characters or backslashes are not fetched")
-        self.path = unquote(parts.path) or "/"
+        if not _RAW_PATH.fullmatch(parts.path):
+            raise ImageUrlRefused("URLs whose path has ';' or percent-escaped ASCII are not fetched")
+        try:  # overlong or broken UTF-8 is how old servers were tricked into reading '..'
+            unquote(parts.path, errors="strict")
+        except UnicodeDecodeError as exc:
+            raise ImageUrlRefused("URLs whose path is not UTF-8 are not fetched") from exc
+        self.path = parts.path or "/"
         if any(segment in (".", "..") for segment in self.path.split("/")):
             raise ImageUrlRefused("URLs with . or .. path segments are not fetched")
-        self.scheme, self.host = parts.scheme, parts.hostname.lower()
-        try:
-            self.port = parts.port or DEFAULT_PORTS[parts.scheme]
-        except ValueError as exc:
-            raise ImageUrlRefused(f"the URL's port is not a number: {url!r}") from exc
+        self.scheme, self.host, self.port = scheme, host.lower(), port or DEFAULT_PORTS[scheme]
 
     def under(self, prefix: _Place) -> bool:
         folder = prefix.path if prefix.path.endswith("/") else prefix.path + "/"
@@ -96,7 +113,7 @@ class ImageUrls:
         client = self._client or self._open()
         for _ in range(MAX_REDIRECTS + 1):
             try:
-                async with client.stream("GET", url) as response:
+                async with client.stream("GET", url, headers={"Accept-Encoding": "identity"}) as response:
                     if response.is_redirect:
                         url = urljoin(url, response.headers.get("location", ""))
                         self.check(url)  # a redirect to elsewhere is refused like the URL itself would be
@@ -105,7 +122,13 @@ class ImageUrls:
                         raise ImageUrlFailed(f"{url} answered {response.status_code}")
                     if response.status_code != 200:
                         raise ImageUrlUnreadable(f"{url} answered {response.status_code}, not an image")
+                    if response.headers.get("content-encoding", "identity").lower() != "identity":
+                        raise ImageUrlUnreadable(
+                            f"{url} answered compressed ({response.headers['content-encoding']})"
+                        )
                     return await self._read(response, url)
+            except httpx.InvalidURL as exc:
+                raise ImageUrlRefused(f"not a URL this function fetches: {exc}") from exc
             except httpx.TransportError as exc:
                 raise ImageUrlFailed(f"{url} could not be fetched: {type(exc).__name__} {exc}") from exc
         raise ImageUrlUnreadable(f"{url} redirected more than {MAX_REDIRECTS} times")
@@ -115,7 +138,7 @@ class ImageUrls:
         if declared.isdigit() and int(declared) > self._max_bytes:
             raise self._too_large(url, int(declared))
         body = bytearray()
-        async for chunk in response.aiter_bytes():
+        async for chunk in response.aiter_raw():  # never decompressed
             body += chunk
             if len(body) > self._max_bytes:
                 raise self._too_large(url, len(body))

@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,6 +54,8 @@ class Outcome:
     seconds: float  # decode + inference
     model_name: str
     model_version: str
+    revision: str | None  # the Knative revision that classified it
+    created_at: datetime
     replayed: bool = False  # an event delivered before: its first answer, from the log
 
     @classmethod
@@ -62,7 +64,7 @@ class Outcome:
         # confidence from the JSON probabilities: the `confidence` column is a float4, they are exact
         prediction = Prediction(row.predicted_class, ranked[row.predicted_class], ranked)
         return cls(row.id, prediction, _top(prediction, top_k), row.latency_ms / 1000, row.model_name,
-                   row.model_version, replayed)  # fmt: skip
+                   row.model_version, row.revision, row.created_at, replayed)  # fmt: skip
 
 
 class PredictionService:
@@ -90,13 +92,25 @@ class PredictionService:
         done = await self._run(lambda alone: self._classify(classifier, data, alone))
         return self._record(done, source, context)
 
-    async def predict_once(self, data: bytes, context: RequestContext) -> Outcome:
+    async def predict_once(self, image: Callable[[], Awaitable[bytes]], context: RequestContext) -> Outcome:
         """An event's prediction, logged once per `context.event`: a delivery of an event the log already holds
-        is answered as it was the first time, and adds no row. The log decides, so this holds across instances
-        (without a database, every delivery is answered and none is logged)."""
-        classifier, source = self._slot.get()
-        _check_top_k(context.top_k, classifier)
-        done = await self._run(lambda alone: self._classify(classifier, data, alone))
+        is answered with the first answer and adds no row. The log decides, so this holds across instances
+        (without a database, every delivery is answered and none is logged).
+
+        `image()` gives the bytes (an event may only name them). A redelivery is classified again, since asking
+        the log first would cost every event a round trip; but one that fails (its image gone, the model
+        still loading on a new pod) is looked up before its error is answered."""
+        try:
+            classifier, source = self._slot.get()
+            _check_top_k(context.top_k, classifier)
+            data = await image()
+            done = await self._run(lambda alone: self._classify(classifier, data, alone))
+        except Exception:
+            logged = await self._log.find_event(context.event.source, context.event.id)
+            if logged is None:
+                raise
+            metrics.EVENT_DUPLICATES.inc()
+            return Outcome.of(logged, context.top_k, replayed=True)
         row = self._row(done, source, context)
         logged = await self._log.record_once(row)
         if logged.id != row.id:
@@ -199,7 +213,7 @@ class PredictionService:
         row = self._row(done, source, context)
         self._log.record(row)
         return Outcome(row.id, done.prediction, _top(done.prediction, context.top_k), done.seconds, source.name,
-                       source.version)  # fmt: skip
+                       source.version, row.revision, row.created_at)  # fmt: skip
 
     def _row(self, done: _Classified, source: ModelSource, context: RequestContext) -> Row:
         prediction = done.prediction

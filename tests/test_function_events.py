@@ -3,6 +3,7 @@ statuses Knative's redelivery rules need, image URLs held to the allowed prefixe
 
 from __future__ import annotations
 
+import gzip
 import io
 import threading
 import time
@@ -218,6 +219,16 @@ class PhotoServer(BaseHTTPRequestHandler):
         }
         if self.path == "/photos/hang.jpg":
             time.sleep(3)
+        if self.path == "/photos/once.jpg":  # there for the first fetch, deleted after it
+            routes[self.path] = (200, {"Content-Type": "image/jpeg"}, jpeg((200, 20, 20)))
+            if PhotoServer.hits.count(self.path) > 1:
+                routes[self.path] = (404, {}, b"deleted")
+        if self.path == "/photos/bomb.jpg":  # compressed whatever the client asked for
+            routes[self.path] = (
+                200,
+                {"Content-Type": "image/jpeg", "Content-Encoding": "gzip"},
+                gzip.compress(b"\x00" * 5_000_000),
+            )
         status, headers, body = routes.get(self.path, (404, {}, b"no such photo"))
         self.send_response(status)
         for name, value in headers.items():
@@ -274,8 +285,13 @@ def test_an_image_url_outside_the_allowed_prefixes_is_403_and_nothing_outside_is
     url_client, photos, path
 ):
     problem = assert_problem(post(url_client, ce_http.to_binary_event(url_event(photos + path))), 403)
-    assert "IMAGE_URL_ALLOWED_PREFIXES" in problem["detail"] or "segments" in problem["detail"]
+    assert "IMAGE_URL_ALLOWED_PREFIXES" in problem["detail"] or "not fetched" in problem["detail"]
     assert not any(hit.startswith("/secret") for hit in PhotoServer.hits)
+
+
+def test_a_malformed_image_url_is_403_not_a_500_that_knative_would_retry(url_client, photos):
+    for url in ["https://[/x", f"{photos}/photos/\x7f.jpg", f"{photos}]/photos/a.jpg"]:
+        assert_problem(post(url_client, ce_http.to_binary_event(url_event(url))), 403)
 
 
 def test_image_url_fetching_is_off_unless_prefixes_are_set(client, photos):
@@ -293,6 +309,7 @@ def test_image_url_fetching_is_off_unless_prefixes_are_set(client, photos):
         ("/photos/huge.jpg", 413),  # more than MAX_UPLOAD_BYTES
         ("/photos/broken.jpg", 502),  # the bucket failed: Knative redelivers a 5xx
         ("/photos/hang.jpg", 502),  # slower than IMAGE_URL_TIMEOUT_SECONDS
+        ("/photos/bomb.jpg", 422),  # compressed: 5 MB from 5 kB, never inflated
     ],
 )
 def test_image_url_failures_get_statuses_that_redeliver_only_what_may_succeed(
@@ -320,6 +337,17 @@ def test_image_url_failures_get_statuses_that_redeliver_only_what_may_succeed(
         ("https://evil.net#@bucket.example.com/photos/a.jpg", False),
         ("https://bucket.example.com/photos/%2E%2E/admin", False),
         ("https://bucket.example.com\\@evil.net/photos/a.jpg", False),
+        ("https://bucket.example.com/photos/..;/admin", False),  # Tomcat reads ..; as ..
+        ("https://bucket.example.com/photos/..%5cadmin", False),  # a backslash, escaped
+        ("https://bucket.example.com/photos/%252e%252e/admin", False),  # decoded twice by some
+        ("https://bucket.example.com/photos%2Fa.jpg", False),  # one segment at the root, as sent
+        ("https://bucket.example.com/photos/%c0%ae%c0%ae/admin", False),  # overlong UTF-8 for ..
+        ("https://bucket.example.com/photos/caf%C3%A9.jpg", True),  # UTF-8 is fine
+        ("https://[bucket.example.com]/photos/a.jpg", False),  # not an IPv6 literal: refused, not a crash
+        ("https://bucket.example.com]/photos/a.jpg", False),
+        ("https://bucket.example.com/photos/\x7f", False),
+        ("https://bucket.example.com/photos/" + "a" * 5000, False),
+        ("HTTPS://bucket.example.com/photos/a.jpg", True),
         ("file:///etc/passwd", False),
         ("gopher://bucket.example.com/photos/a.jpg", False),
     ],
@@ -371,6 +399,32 @@ def test_a_redelivered_event_gets_the_first_answer_and_adds_no_row(model_path, d
     assert event_rows(database, event.get_source(), event.get_id()) == [
         (first.get_id(), "event", event.get_source(), event.get_id())
     ]
+
+
+def test_a_redelivery_whose_image_is_gone_gets_the_first_answer(model_path, photos, database):
+    env = {"IMAGE_URL_ALLOWED_PREFIXES": f"{photos}/photos/"}
+    app = create_app(settings_for(model_path, **env), prediction_log=PostgresLog(database))
+    event = url_event(f"{photos}/photos/once.jpg")
+    with TestClient(app) as client:
+        wait_healthy(client)
+        first = reply_of(post(client, ce_http.to_binary_event(event)))
+        again = reply_of(post(client, ce_http.to_binary_event(event)))  # the photo is 404 now
+        other = url_event(f"{photos}/photos/once.jpg")  # a new event for the deleted photo is not answered
+        assert_problem(post(client, ce_http.to_binary_event(other)), 422)
+    assert again.get_id() == first.get_id() and again.get_source() == first.get_source()
+    assert again.get_time() == first.get_time()
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [("ce-id", "a%00b"), ("ce-id", "x" * 1100), ("ce-source", "/" + "s" * 1100)],
+)
+def test_an_event_id_or_source_the_log_cannot_key_on_is_400(client, header, value):
+    message = ce_http.to_binary_event(image_event(jpeg()))
+    problem = assert_problem(
+        client.post("/", content=message.body, headers={**message.headers, header: value}), 400
+    )
+    assert "1024" in problem["detail"]
 
 
 def test_the_same_event_delivered_to_two_processes_sharing_postgres_is_logged_once(model_path, database):

@@ -44,6 +44,10 @@ class PredictionLog(Protocol):
         database out of reach within EVENT_WRITE_TIMEOUT_S, `row` is queued like any other (a duplicate is
         then dropped when it is written) and returned. Never raises."""
 
+    async def find_event(self, source: str, event_id: str) -> Row | None:
+        """The row logged for an event, if any: None also when the database cannot say within
+        EVENT_WRITE_TIMEOUT_S. Never raises."""
+
     async def start(self) -> None: ...
 
     async def stop(self, timeout_s: float) -> None:
@@ -67,6 +71,9 @@ class NullLog:
 
     async def record_once(self, row: Row) -> Row:
         return row
+
+    async def find_event(self, source: str, event_id: str) -> Row | None:
+        return None
 
     async def start(self) -> None:
         if not self._warned:
@@ -100,13 +107,21 @@ class PostgresLog:
         except (
             Exception
         ) as exc:  # down, slow, or refusing: the writer's queue retries, and sets aside what it must
-            log.warning("prediction log: event %s from %s queued, not written now (%r)", row.event_id,
+            log.warning("prediction log: event %r from %r queued, not written now (%r)", row.event_id,
                         row.event_source, exc)  # fmt: skip
             self.record(row)
             return row
         if logged.id == row.id:
             writer.WRITTEN.inc()
         return logged
+
+    async def find_event(self, source: str, event_id: str) -> Row | None:
+        try:
+            async with asyncio.timeout(EVENT_WRITE_TIMEOUT_S), self._database.connection() as conn:
+                return await queries.by_event(conn, source, event_id)
+        except Exception as exc:
+            log.warning("prediction log: could not look up event %r from %r (%r)", event_id, source, exc)
+            return None
 
     async def start(self) -> None:
         # Nothing here waits for the database: one that is down or slow at start must not keep the function

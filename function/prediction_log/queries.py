@@ -58,6 +58,8 @@ async def insert_once(conn, rows: list[Row]) -> dict[tuple[str, str], Row]:
     """Write events' `rows`, each unless a row for its (event_source, event_id) is there already; returns the
     logged row of every event. An insert that conflicts with one not committed yet waits for it, so concurrent
     deliveries settle on one row; two rows of one event in `rows` settle on the first."""
+    # In key order: two instances writing the same events in different orders would otherwise deadlock.
+    rows = sorted(rows, key=lambda row: (row.event_source, row.event_id))  # stable: the first stays first
     values = ", ".join([_VALUES] * len(rows))
     insert = (
         f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES {values} "
@@ -75,6 +77,12 @@ async def insert_once(conn, rows: list[Row]) -> dict[tuple[str, str], Row]:
             logged[row.event_source, row.event_id] = row
     await conn.commit()
     return logged
+
+
+async def by_event(conn, source: str, event_id: str) -> Row | None:
+    cursor = await conn.execute(BY_EVENTS, ([source], [event_id]))
+    values = await cursor.fetchone()
+    return None if values is None else Row(*values)
 
 
 async def recent(conn, limit: int) -> list[dict]:

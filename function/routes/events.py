@@ -35,7 +35,6 @@ ERRORS = {
 def handlers(settings: Settings) -> list:
     # Structured mode carries the image in base64: a third more than the image itself.
     body_limit = settings.max_upload_bytes * 4 // 3 + MULTIPART_SLACK_BYTES
-    source = events.reply_source(settings.k_service, settings.k_revision)
 
     @post(
         "/",
@@ -54,13 +53,21 @@ def handlers(settings: Settings) -> list:
     async def receive_event(request: Request, service: PredictionService, image_urls: ImageUrls) -> Response:
         received = events.read(request.headers, await request.body())
         metrics.EVENTS.labels(received.mode).inc()
-        image = received.image if received.image is not None else await image_urls.fetch(received.image_url)
+
+        async def image() -> bytes:
+            return (
+                received.image if received.image is not None else await image_urls.fetch(received.image_url)
+            )
+
         context = RequestContext(
             "event", request.headers.get("x-request-id"), event=EventKey(received.source, received.id)
         )
         outcome = await service.predict_once(image, context)
         prediction = msgspec.to_builtins(PredictionResponse.of(outcome))
-        message = events.reply(received, prediction, str(outcome.prediction_id), source)
+        # The source names the revision that classified the image, also when a redelivery is answered from the
+        # log: a replayed reply is the same event (same source and id) as the first.
+        source = events.reply_source(settings.k_service, outcome.revision)
+        message = events.reply(received, prediction, str(outcome.prediction_id), source, outcome.created_at)
         headers = dict(message.headers)
         return Response(
             message.body, status_code=200, media_type=headers.pop("content-type"), headers=headers
