@@ -131,6 +131,7 @@ class PostgresLog:
     async def stop(self, timeout_s: float) -> None:
         """Flush what is queued within `timeout_s`, then close (SIGTERM: Knative's grace period)."""
         await self._writer.stop(timeout_s)
+        await self._events.close()
         await self._database.close()
 
     async def recent(self, limit: int = 50) -> list[dict]:
@@ -150,7 +151,7 @@ class _Database:
     """One pool, opened and the schema migrated on first use. Three connections: the writer's and two readers'."""
 
     def __init__(self, url: str):
-        self._url = url
+        self.url = url
         self._pool = None
         self._migrated = False
         self._lock = asyncio.Lock()
@@ -161,7 +162,7 @@ class _Database:
                 pool_module = await asyncio.to_thread(importlib.import_module, "psycopg_pool")
                 pool_class = pool_module.AsyncConnectionPool
                 self._pool = pool_class(
-                    self._url,
+                    self.url,
                     min_size=1,
                     max_size=3,
                     open=False,

@@ -55,7 +55,7 @@ BY_EVENTS = (
 
 
 async def insert_once(conn, rows: list[Row]) -> dict[tuple[str, str], Row]:
-    """Write events' `rows`, each unless a row for its (event_source, event_id) is there already; returns the
+    """On a connection in autocommit: write events' `rows`, each unless a row for its (event_source, event_id) is there already; returns the
     logged row of every event. An insert that conflicts with one not committed yet waits for it, so concurrent
     deliveries settle on one row; two rows of one event in `rows` settle on the first."""
     # In key order: two instances writing the same events in different orders would otherwise deadlock.
@@ -75,7 +75,6 @@ async def insert_once(conn, rows: list[Row]) -> dict[tuple[str, str], Row]:
         for values in await cursor.fetchall():
             row = Row(*values)
             logged[row.event_source, row.event_id] = row
-    await conn.commit()
     return logged
 
 
