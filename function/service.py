@@ -32,6 +32,14 @@ class ParameterOutOfRange(ValueError):
     """A request parameter outside what the model allows (the client's fault)."""
 
 
+class BatchRejected(ValueError):
+    """Items of an all-or-nothing batch that cannot be classified: (index, ImageRejected) each."""
+
+    def __init__(self, rejected: list[tuple[int, Exception]]):
+        super().__init__("; ".join(f"element {index}: {exc}" for index, exc in rejected))
+        self.rejected = rejected
+
+
 @dataclass(frozen=True)
 class RequestContext:
     source: str = "http"  # http, event, oip, batch: the log's `source` column
@@ -132,10 +140,13 @@ class PredictionService:
         done = await self._run(lambda alone: self._classify_pixels(classifier, pixels))
         return [self._record(item, source, context) for item in done]
 
-    async def predict_batch(self, items: list[bytes], context: RequestContext) -> list[Outcome | Exception]:
+    async def predict_batch(
+        self, items: list[bytes], context: RequestContext, all_or_nothing: bool = False
+    ) -> list[Outcome | Exception]:
         """One outcome per item, in order; an item that cannot be classified gets its ImageRejected instead,
         without failing the others. Each image is decoded and classified on the worker threads as a /predict call
-        is, at most `workers` of them at a time."""
+        is, at most `workers` of them at a time. `all_or_nothing`: if any item is rejected, raise BatchRejected
+        and log none (a caller that answers no prediction must leave no row)."""
         classifier, source = self._slot.get()
         _check_top_k(context.top_k, classifier)
         # Measured through `python -m function` on 2 cores: fp32 MobileNetV2 α 1.0 224x224, 640x480 JPEGs, wrk 5 s
@@ -158,6 +169,10 @@ class PredictionService:
                 return await self._run(lambda first: self._classify_item(classifier, data, first and alone))
 
         done = await asyncio.gather(*(one(data) for data in items))
+        if all_or_nothing and (
+            rejected := [(i, item) for i, item in enumerate(done) if isinstance(item, Exception)]
+        ):
+            raise BatchRejected(rejected)
         return [
             self._record(item, source, context) if isinstance(item, _Classified) else item for item in done
         ]

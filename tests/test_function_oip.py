@@ -443,3 +443,16 @@ def test_openapi_documents_every_v2_endpoint(client):
     infer = paths["/v2/models/{name}/infer"]["post"]["responses"]
     assert {"200", "400", "404", "503"} <= set(infer)
     assert "application/json" in infer["404"]["content"]
+
+
+def test_a_request_with_an_unreadable_image_logs_none_of_its_images(client, log):
+    """The protocol has no per-element errors: the request fails, so its good images must leave no row."""
+    files = [encoded(noise(15)[0]), truncated_png(), encoded(noise(16)[0])]
+    body = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [3], "parameters": {"content_type": "base64"},
+                        "data": [base64.b64encode(data).decode() for data in files]}]}  # fmt: skip
+    assert "element 1" in assert_error(client.post("/v2/models/tiny/infer", json=body), 400)
+    assert log.rows == []
+    del body["inputs"][0]["data"][1]
+    body["inputs"][0]["shape"] = [2]
+    assert client.post("/v2/models/tiny/infer", json=body).status_code == 200
+    assert len(log.rows) == 2

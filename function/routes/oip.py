@@ -21,7 +21,7 @@ from function import problems
 from function.classifier import Classifier
 from function.model_slot import ModelNotReady, ModelSlot
 from function.model_source import ModelSource
-from function.service import Outcome, PredictionService, RequestContext
+from function.service import BatchRejected, Outcome, PredictionService, RequestContext
 from function.settings import Settings
 
 log = logging.getLogger("function")
@@ -146,17 +146,12 @@ async def _predict(
 ) -> list[Outcome]:
     if parsed.pixels is not None:
         return await service.predict_pixels(parsed.pixels, context)
-    outcomes = await service.predict_batch(parsed.encoded, context)
-    rejected = [
-        f"element {index}: {outcome}"
-        for index, outcome in enumerate(outcomes)
-        if isinstance(outcome, Exception)
-    ]
-    if rejected:  # the protocol has no per-element errors: the request fails
+    try:  # the protocol has no per-element errors: the request fails, and no row is logged for it
+        return await service.predict_batch(parsed.encoded, context, all_or_nothing=True)
+    except BatchRejected as exc:
         raise codec.InvalidRequest(
-            f"input '{codec.INPUT}' has images that cannot be classified: {'; '.join(rejected)}"
-        )
-    return outcomes
+            f"input '{codec.INPUT}' has images that cannot be classified: {exc}"
+        ) from exc
 
 
 @cache
