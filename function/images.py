@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 import warnings
 
 import numpy as np
@@ -10,7 +11,15 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 Image.MAX_IMAGE_PIXELS = None  # the pixel limit is ours (ImageTooLarge), checked before decoding
 
-FORMATS = "JPEG, PNG, WebP, GIF, BMP or TIFF"
+FORMATS = "JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC/HEIF or AVIF"
+
+# ISO BMFF major brands of HEIF images and sequences (HEVC-coded: iPhone photos are `heic`; `mif1`/`msf1` are the
+# generic ones). The same list pillow-heif accepts; AVIF (`avif`/`avis`) is Pillow's own plugin and needs nothing.
+HEIF_BRANDS = frozenset(
+    {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}
+)
+_heif_lock = threading.Lock()
+_heif_registered = False
 
 
 class ImageRejected(ValueError):
@@ -30,13 +39,19 @@ class ImageTooLarge(ImageRejected):
 
 
 def decode(data: bytes, size: tuple[int, int], max_pixels: int) -> np.ndarray:
-    """RGB uint8 [H, W, 3] at `size` = (height, width): EXIF orientation applied, first frame of animations,
-    alpha composited on white, 16-bit and CMYK converted, JPEGs decoded at reduced scale when large."""
+    """RGB uint8 [H, W, 3] at `size` = (height, width): EXIF orientation applied (HEIF: its rotation and mirror
+    boxes), first frame of animations, alpha composited on white, 16-bit and CMYK converted, JPEGs decoded at
+    reduced scale when large. HEIC/HEIF needs pillow-heif, imported on the first HEIF file."""
     if not data:
         raise UnsupportedImage("the file is empty")
+    heif = looks_like_heif(data)
+    if heif:
+        _register_heif()
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
+        if heif:  # a HEIF header whose boxes libheif cannot parse: damaged, not a foreign format
+            raise CorruptImage("the HEIF file is truncated or corrupt") from exc
         raise UnsupportedImage(f"the file is not an image this service can read ({FORMATS})") from exc
     except Exception as exc:  # Pillow raises many types on damaged headers; all of them mean a bad upload
         raise CorruptImage("the image's header is truncated or corrupt") from exc
@@ -60,10 +75,36 @@ def warm_up(size: tuple[int, int]) -> np.ndarray:
     return decode(buffer.getvalue(), size, max_pixels=size[0] * size[1] * 4)
 
 
+def looks_like_heif(data: bytes) -> bool:
+    """An ISO BMFF file (`ftyp` box first) whose major brand is a HEIF one."""
+    return data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS
+
+
+def _register_heif() -> None:
+    """Register pillow-heif's Pillow plugin on the first HEIF upload, not at import: importing it and libheif
+    would otherwise be paid by every cold start, for a format few uploads use."""
+    global _heif_registered
+    if _heif_registered:
+        return
+    with _heif_lock:
+        if _heif_registered:
+            return
+        try:
+            import pillow_heif
+        except ImportError as exc:
+            raise UnsupportedImage(
+                "HEIC/HEIF images need the pillow-heif package, which is not installed"
+            ) from exc
+        # No embedded depth maps or auxiliary images: only the primary image is classified.
+        pillow_heif.register_heif_opener(depth_images=False, aux_images=False)
+        _heif_registered = True
+
+
 def _to_rgb(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    if image.format == "JPEG":
+    if image.format in ("JPEG", "HEIF"):
         # Let libjpeg decode at 1/2, 1/4 or 1/8 scale, still at least the model's size: a 12 MP photo
-        # costs a fraction of a full decode.
+        # costs a fraction of a full decode. For HEIF, pillow-heif decodes the file's embedded thumbnail
+        # instead, if it has one at least the model's size that is a scaled copy of the image.
         image.draft("RGB", (size[1], size[0]))
     image.seek(0)
     image = ImageOps.exif_transpose(image)

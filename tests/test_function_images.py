@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, features
 
 from function import images
 
@@ -107,3 +109,113 @@ def test_truncated_images_are_corrupt(fmt):
     data = encode(noisy, fmt)
     with pytest.raises(images.CorruptImage, match="truncated or corrupt"):
         decode(data[: len(data) // 2])
+
+
+# HEIC/HEIF (iPhone photos): pillow-heif, registered with Pillow on the first HEIF file only.
+def heic(image: Image.Image, **options) -> bytes:
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pillow_heif.register_heif_opener()  # the test writes HEIF; the decoder registers on its own
+    return encode(image, "HEIF", quality=90, **options)
+
+
+def test_heic_decodes_to_the_same_colour_as_the_jpeg():
+    photo = Image.new("RGB", (64, 48), (200, 30, 30))
+    data = heic(photo)
+    assert images.looks_like_heif(data) and not images.looks_like_heif(encode(photo, "JPEG"))
+    from_heic, from_jpeg = decode(data), decode(encode(photo, "JPEG"))
+    assert from_heic.shape == (16, 16, 3) and from_heic.dtype == np.uint8
+    assert np.abs(from_heic.astype(int) - from_jpeg.astype(int)).mean() < 4
+
+
+def test_heic_rotation_is_applied():
+    # As an iPhone writes it: the EXIF orientation becomes the file's rotation box (irot), which the decoder
+    # applies; the EXIF tag itself is reset, so it is not applied twice.
+    image = Image.new("RGB", (40, 20), (0, 0, 0))
+    image.paste((255, 255, 255), (20, 0, 40, 20))  # right half white
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    pixels = decode(heic(image, exif=exif.tobytes()))
+    assert pixels[:6].mean() < 40 and pixels[10:].mean() > 215
+
+
+def test_heic_embedded_thumbnail_serves_a_small_model():
+    photo = Image.new("RGB", (2000, 1500), (10, 120, 200))
+    pixels = decode(heic(photo, thumbnails=[320]))
+    assert abs(int(pixels[..., 2].mean()) - 200) <= 4 and int(pixels[..., 0].mean()) < 30
+
+
+def test_heic_over_the_pixel_limit_is_refused_before_decoding():
+    with pytest.raises(images.ImageTooLarge, match="more than the limit"):
+        decode(heic(Image.new("RGB", (1000, 1000))), max_pixels=999_999)
+
+
+@pytest.mark.parametrize("cut", ["half", "header only", "garbage after ftyp"])
+def test_corrupt_heic_is_corrupt_not_unsupported(cut):
+    noisy = Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8))
+    data = heic(noisy)
+    damaged = {
+        "half": data[: len(data) // 2],
+        "header only": data[:40],
+        "garbage after ftyp": data[:28] + bytes(500),
+    }[cut]
+    with pytest.raises(images.CorruptImage, match="HEIF file is truncated or corrupt"):
+        decode(damaged)
+
+
+def test_heic_without_pillow_heif_is_unsupported_with_a_reason(monkeypatch):
+    data = heic(Image.new("RGB", (20, 20), (200, 30, 30)))
+    monkeypatch.setattr(images, "_heif_registered", False)
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # as if not installed
+    with pytest.raises(images.UnsupportedImage, match="pillow-heif"):
+        decode(data)
+
+
+def test_avif_decodes_with_pillow_alone():
+    if not features.check("avif"):
+        pytest.skip("this Pillow has no AVIF support")
+    r, g, b = decode(encode(Image.new("RGB", (40, 30), (200, 30, 30)), "AVIF")).reshape(-1, 3).mean(axis=0)
+    assert r > 150 and g < 80 and b < 80, (r, g, b)
+
+
+def test_pillow_heif_is_imported_on_the_first_heif_file_not_at_start():
+    data = heic(Image.new("RGB", (16, 16), (0, 0, 255)))
+    script = """
+import sys
+import function.app, function.images as images
+images.warm_up((8, 8))
+before = "pillow_heif" in sys.modules
+images.decode(sys.stdin.buffer.read(), (8, 8), 10_000)
+print(before, "pillow_heif" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script], input=data, capture_output=True, check=True)
+    assert done.stdout.split() == [b"False", b"True"], done.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_app(tmp_path_factory):
+    from litestar.testing import TestClient
+
+    from function.app import create_app
+    from function.settings import Settings
+    from tests import tiny_onnx
+    from tests.readiness import wait_healthy
+
+    model = tiny_onnx.build(tmp_path_factory.mktemp("model") / "tiny.onnx")
+    with TestClient(create_app(Settings.from_env({"MODEL_URI": str(model)}))) as client:
+        wait_healthy(client)
+        yield client
+
+
+@pytest.mark.parametrize(("colour", "expected"), [((200, 30, 30), "red"), ((20, 30, 220), "blue")])
+def test_an_uploaded_heic_is_classified(tiny_app, colour, expected):
+    data = heic(Image.new("RGB", (64, 48), colour))
+    response = tiny_app.post("/predict", files={"file": ("IMG_0001.HEIC", data, "image/heic")})
+    assert response.status_code == 200, response.text
+    assert response.json()["class"] == expected
+
+
+def test_an_uploaded_corrupt_heic_is_422(tiny_app):
+    data = heic(Image.new("RGB", (64, 48), (200, 30, 30)))
+    response = tiny_app.post("/predict", files={"file": ("IMG_0002.HEIC", data[:60], "image/heic")})
+    assert response.status_code == 422, response.text
+    assert "HEIF" in response.json()["detail"]
