@@ -13,7 +13,7 @@ from function.image_urls import ImageUrls
 from function.lifecycle import Shutdown
 from function.model_slot import ModelSlot
 from function.prediction_log import PredictionLog, open_log
-from function.routes import batch, events, oip, predict, status
+from function.routes import batch, events, history, oip, predict, status
 from function.service import PredictionService
 from function.settings import Settings
 
@@ -55,6 +55,7 @@ def create_app(
             *batch.handlers(settings),
             *events.handlers(settings),
             *oip.handlers(settings),
+            *history.HANDLERS,
             status.health,
             status.model_info,
             PrometheusController,
@@ -65,6 +66,7 @@ def create_app(
             "settings": provide(settings),
             "shutdown": provide(shutdown),
             "image_urls": provide(image_urls),
+            "prediction_log": provide(prediction_log),
         },
         middleware=[prometheus.middleware],
         plugins=[problems.plugin(settings)],

@@ -20,6 +20,7 @@ from litestar.plugins.problem_details import (
 
 from function import events, image_urls, images
 from function.model_slot import ModelNotReady
+from function.prediction_log import LogDisabled, LogUnavailable
 from function.service import ParameterOutOfRange
 from function.settings import Settings
 from function.wire import Problem
@@ -31,12 +32,29 @@ class MissingFile(ValueError):
     """The request did not carry an image in the multipart field `file`."""
 
 
+class MissingClientId(ValueError):
+    """A history read without a usable X-Client-Id (or a malformed one on any request)."""
+
+
+class UnknownPrediction(LookupError):
+    """Feedback on a prediction id this service never issued."""
+
+
+class FeedbackInvalid(ValueError):
+    """Feedback naming a class the model does not have, or 'wrong' without saying what it is."""
+
+
 DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     ParameterOutOfRange: (400, "Parameter out of range"),
     images.ImageTooLarge: (413, "Image too large"),
     images.UnsupportedImage: (415, "Unsupported image"),
     images.CorruptImage: (422, "Corrupt image"),
     MissingFile: (422, "No image in the request"),
+    MissingClientId: (400, "No client id"),
+    UnknownPrediction: (404, "Unknown prediction"),
+    FeedbackInvalid: (422, "Feedback not understood"),
+    LogDisabled: (503, "Prediction log off"),
+    LogUnavailable: (503, "Prediction log unavailable"),
     events.EventRejected: (400, "Not an image event"),
     events.EventDataUnsupported: (415, "Unsupported event data"),
     image_urls.ImageUrlRefused: (403, "Image URL not allowed"),

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from function.prediction_log import PredictionLog, Row
 from function.settings import Settings
 
 T = TypeVar("T")
+ISSUED_REMEMBERED = 20_000
 
 
 class ParameterOutOfRange(ValueError):
@@ -46,6 +48,7 @@ class RequestContext:
     request_id: str | None = None  # the caller's id (X-Request-Id)
     top_k: int | None = None  # how many classes to answer with, highest first; None: all
     event: EventKey | None = None  # a CloudEvent's (source, id): logged once, whoever delivers it
+    client_id: str | None = None  # the browser's own id (X-Client-Id): whose history the prediction is in
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,10 @@ class PredictionService:
         self._settings, self._slot, self._log = settings, slot, log
         self._executor: ThreadPoolExecutor | None = None
         self._in_flight = 0  # only the event loop touches it
+        # Ids this instance answered lately: feedback on one is taken even while its row is still queued, or
+        # the database is down. Older ones are checked in the database. (20,000 ids: about 3 MB.)
+        self._issued: deque[uuid.UUID] = deque(maxlen=ISSUED_REMEMBERED)
+        self._issued_set: set[uuid.UUID] = set()
 
     def start(self) -> None:
         self._executor = ThreadPoolExecutor(self._settings.workers, thread_name_prefix="predict")
@@ -223,10 +230,21 @@ class PredictionService:
             for prediction, image in zip(predictions, pixels, strict=True)
         ]
 
+    def issued(self, prediction_id: uuid.UUID) -> bool:
+        """Whether this instance answered `prediction_id` lately (False says nothing about other instances)."""
+        return prediction_id in self._issued_set
+
+    def _remember(self, prediction_id: uuid.UUID) -> None:
+        if len(self._issued) == self._issued.maxlen:
+            self._issued_set.discard(self._issued[0])
+        self._issued.append(prediction_id)
+        self._issued_set.add(prediction_id)
+
     def _record(self, done: _Classified, source: ModelSource, context: RequestContext) -> Outcome:
         """On the event loop (the log's queue is the loop's)."""
         row = self._row(done, source, context)
         self._log.record(row)
+        self._remember(row.id)
         return Outcome(row.id, done.prediction, _top(done.prediction, context.top_k), done.seconds, source.name,
                        source.version, row.revision, row.created_at)  # fmt: skip
 
@@ -247,6 +265,7 @@ class PredictionService:
             request_id=context.request_id,
             event_source=context.event.source if context.event else None,
             event_id=context.event.id if context.event else None,
+            client_id=context.client_id,
         )
 
 

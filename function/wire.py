@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import msgspec
 
 from function.model_source import ModelSource
+from function.prediction_log import HistoryItem, VersionStats
 from function.service import Outcome
 from function.settings import Settings
 
@@ -16,6 +19,7 @@ class PredictionResponse(msgspec.Struct):
     prediction_time: float  # seconds, decode + inference, as the team's plan reports it
     prediction_id: str
     model_version: str
+    revision: str | None  # the Knative revision that answered (K_REVISION); None outside Knative
 
     @classmethod
     def of(cls, outcome: Outcome) -> PredictionResponse:
@@ -26,6 +30,7 @@ class PredictionResponse(msgspec.Struct):
             prediction_time=outcome.seconds,
             prediction_id=str(outcome.prediction_id),
             model_version=outcome.model_version,
+            revision=outcome.revision,
         )
 
 
@@ -59,6 +64,7 @@ class ModelInfo(msgspec.Struct):
     revision: str | None
     service: str | None
     configuration: str | None
+    prediction_log: bool  # whether predictions are kept (DATABASE_URL): history, feedback and stats need it
 
     @classmethod
     def of(cls, source: ModelSource, card, settings: Settings) -> ModelInfo:
@@ -77,4 +83,70 @@ class ModelInfo(msgspec.Struct):
             revision=settings.k_revision,
             service=settings.k_service,
             configuration=settings.k_configuration,
+            prediction_log=settings.database_url is not None,
         )
+
+
+class FeedbackGiven(msgspec.Struct):
+    correct: bool
+    true_class: str | None
+    updated_at: datetime
+
+
+class HistoryEntry(msgspec.Struct):
+    prediction_id: str
+    created_at: datetime
+    class_: str = msgspec.field(name="class")
+    confidence: float
+    all_predictions: dict[str, float]  # highest first
+    model_version: str
+    revision: str | None
+    prediction_time: float
+    feedback: FeedbackGiven | None
+
+    @classmethod
+    def of(cls, item: HistoryItem) -> HistoryEntry:
+        feedback = None
+        if item.correct is not None:
+            feedback = FeedbackGiven(item.correct, item.true_class, item.feedback_at)
+        ranked = dict(sorted(item.probabilities.items(), key=lambda pair: pair[1], reverse=True))
+        return cls(str(item.prediction_id), item.created_at, item.predicted_class, ranked[item.predicted_class],
+                   ranked, item.model_version, item.revision, item.latency_ms / 1000, feedback)  # fmt: skip
+
+
+class History(msgspec.Struct):
+    predictions: list[HistoryEntry]
+    next_before: datetime | None  # pass as `before` for the page after this one; None: no more
+
+
+class FeedbackRequest(msgspec.Struct, forbid_unknown_fields=True):
+    correct: bool
+    true_class: str | None = None  # required when correct is false
+
+
+class VersionFigures(msgspec.Struct):
+    model_version: str
+    revision: str | None
+    predictions: int
+    class_counts: dict[str, int]
+    mean_confidence: float
+    latency_p50_ms: float
+    latency_p95_ms: float
+    feedback_count: int
+    feedback_correct: int
+    accuracy: float | None  # on the predictions with feedback; None without any
+
+
+class Stats(msgspec.Struct):
+    since: datetime | None
+    until: datetime | None
+    versions: list[VersionFigures]
+
+    @classmethod
+    def of(cls, since: datetime | None, until: datetime | None, rows: list[VersionStats]) -> Stats:
+        return cls(since, until, [
+            VersionFigures(r.model_version, r.revision, r.predictions, r.class_counts, r.mean_confidence,
+                           r.latency_p50_ms, r.latency_p95_ms, r.feedback_count, r.feedback_correct,
+                           r.feedback_correct / r.feedback_count if r.feedback_count else None)
+            for r in rows
+        ])  # fmt: skip

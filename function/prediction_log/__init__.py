@@ -12,17 +12,30 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from function.prediction_log import queries, schema, writer
 from function.prediction_log.claims import EventClaims
-from function.prediction_log.queries import VersionStats
-from function.prediction_log.schema import Row
+from function.prediction_log.feedback import FeedbackWriter
+from function.prediction_log.queries import HistoryItem, VersionStats
+from function.prediction_log.schema import Feedback, Row
 from function.prediction_log.writer import Writer
 
-__all__ = ["LogDisabled", "NullLog", "PostgresLog", "PredictionLog", "Row", "VersionStats", "open_log"]
+__all__ = [
+    "Feedback",
+    "HistoryItem",
+    "LogDisabled",
+    "LogUnavailable",
+    "NullLog",
+    "PostgresLog",
+    "PredictionLog",
+    "Row",
+    "VersionStats",
+    "open_log",
+]
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +44,18 @@ log = logging.getLogger(__name__)
 EVENT_WRITE_TIMEOUT_S = 2.0
 
 
+OFF = "the prediction log is off: DATABASE_URL is not set, so predictions are not kept"
+
+
 class LogDisabled(RuntimeError):
     """A read of the log while logging is off (no DATABASE_URL)."""
 
 
+class LogUnavailable(RuntimeError):
+    """The log's database cannot answer a read now (down, restarting, or slow)."""
+
+
+@runtime_checkable
 class PredictionLog(Protocol):
     def record(self, row: Row) -> None:
         """Queue `row` for writing; never blocks, never raises."""
@@ -56,8 +77,16 @@ class PredictionLog(Protocol):
     async def recent(self, limit: int = 50) -> list[dict]:
         """The newest `limit` predictions, newest first."""
 
-    async def stats(self, since: datetime | None = None) -> list[VersionStats]:
-        """Aggregates per (model version, revision), over predictions at or after `since`."""
+    async def stats(self, since: datetime | None = None, until: datetime | None = None) -> list[VersionStats]:
+        """Aggregates per (model version, revision), over predictions in [since, until)."""
+
+    async def history(self, client_id: str, limit: int, before: datetime | None) -> list[HistoryItem]:
+        """A client's newest predictions before `before`, with their feedback."""
+
+    async def prediction_exists(self, prediction_id: uuid.UUID) -> bool: ...
+
+    async def save_feedback(self, feedback: Feedback) -> None:
+        """Written now, or kept and retried; never raises."""
 
 
 class NullLog:
@@ -84,10 +113,19 @@ class NullLog:
         pass
 
     async def recent(self, limit: int = 50) -> list[dict]:
-        raise LogDisabled("predictions are not logged (DATABASE_URL is not set)")
+        raise LogDisabled(OFF)
 
-    async def stats(self, since: datetime | None = None) -> list[VersionStats]:
-        raise LogDisabled("predictions are not logged (DATABASE_URL is not set)")
+    async def stats(self, since: datetime | None = None, until: datetime | None = None) -> list[VersionStats]:
+        raise LogDisabled(OFF)
+
+    async def history(self, client_id: str, limit: int, before: datetime | None) -> list[HistoryItem]:
+        raise LogDisabled(OFF)
+
+    async def prediction_exists(self, prediction_id: uuid.UUID) -> bool:
+        raise LogDisabled(OFF)
+
+    async def save_feedback(self, feedback: Feedback) -> None:
+        raise LogDisabled(OFF)
 
 
 class PostgresLog:
@@ -97,16 +135,16 @@ class PostgresLog:
         self._database = _Database(url)
         self._writer = Writer(self._database, capacity, batch_size)
         self._events = EventClaims(self._database, EVENT_WRITE_TIMEOUT_S)
+        self._feedback = FeedbackWriter(self._database, EVENT_WRITE_TIMEOUT_S)
 
     def record(self, row: Row) -> None:
         self._writer.put(row)
 
     async def record_once(self, row: Row) -> Row:
+        # Down, slow, or refusing: the writer's queue retries, and sets aside what it must.
         try:
             logged = await self._events.claim(row)
-        except (
-            Exception
-        ) as exc:  # down, slow, or refusing: the writer's queue retries, and sets aside what it must
+        except Exception as exc:
             log.warning("prediction log: event %r from %r queued, not written now (%r)", row.event_id,
                         row.event_source, exc)  # fmt: skip
             self.record(row)
@@ -131,6 +169,7 @@ class PostgresLog:
     async def stop(self, timeout_s: float) -> None:
         """Flush what is queued within `timeout_s`, then close (SIGTERM: Knative's grace period)."""
         await self._writer.stop(timeout_s)
+        await self._feedback.flush(min(timeout_s, EVENT_WRITE_TIMEOUT_S))
         await self._events.close()
         await self._database.close()
 
@@ -138,9 +177,33 @@ class PostgresLog:
         async with self._database.connection() as conn:
             return await queries.recent(conn, limit)
 
-    async def stats(self, since: datetime | None = None) -> list[VersionStats]:
-        async with self._database.connection() as conn:
-            return await queries.stats(conn, since)
+    async def history(self, client_id: str, limit: int, before: datetime | None) -> list[HistoryItem]:
+        async with self._reading() as conn:
+            return await queries.history(conn, client_id, limit, before)
+
+    async def prediction_exists(self, prediction_id: uuid.UUID) -> bool:
+        async with self._reading() as conn:
+            return await queries.prediction_exists(conn, prediction_id)
+
+    async def save_feedback(self, feedback: Feedback) -> None:
+        await self._feedback.save(feedback)
+
+    @contextlib.asynccontextmanager
+    async def _reading(self) -> AsyncIterator:
+        """A connection for a read the UI waits on: LogUnavailable (503) rather than a hang or a 500."""
+        import psycopg
+
+        try:
+            async with asyncio.timeout(EVENT_WRITE_TIMEOUT_S), self._database.connection() as conn:
+                yield conn
+        except (psycopg.OperationalError, TimeoutError) as exc:
+            raise LogUnavailable(
+                f"the prediction log's database did not answer ({type(exc).__name__})"
+            ) from exc
+
+    async def stats(self, since: datetime | None = None, until: datetime | None = None) -> list[VersionStats]:
+        async with self._reading() as conn:
+            return await queries.stats(conn, since, until)
 
 
 def open_log(database_url: str | None) -> PredictionLog:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from function.prediction_log.schema import COLUMNS, Row
+from function.prediction_log.schema import COLUMNS, Feedback, Row
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,8 @@ class VersionStats:
     mean_confidence: float
     latency_p50_ms: float
     latency_p95_ms: float
+    feedback_count: int = 0
+    feedback_correct: int = 0
 
 
 RECENT = f"SELECT {', '.join(COLUMNS)} FROM predictions ORDER BY created_at DESC, id DESC LIMIT %(limit)s"
@@ -26,12 +29,15 @@ RECENT = f"SELECT {', '.join(COLUMNS)} FROM predictions ORDER BY created_at DESC
 # Two aggregates over the same rows, joined on (version, revision); revision may be NULL, hence IS NOT DISTINCT.
 STATS = """
 WITH scoped AS (
-    SELECT model_version, revision, predicted_class, confidence, latency_ms FROM predictions
-    WHERE %(since)s::timestamptz IS NULL OR created_at >= %(since)s::timestamptz
+    SELECT p.model_version, p.revision, p.predicted_class, p.confidence, p.latency_ms, f.correct
+    FROM predictions AS p LEFT JOIN feedback AS f ON f.prediction_id = p.id
+    WHERE (%(since)s::timestamptz IS NULL OR p.created_at >= %(since)s::timestamptz)
+      AND (%(until)s::timestamptz IS NULL OR p.created_at < %(until)s::timestamptz)
 ), per_version AS (
     SELECT model_version, revision, count(*) AS predictions, avg(confidence) AS mean_confidence,
            percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS latency_p50_ms,
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS latency_p95_ms
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS latency_p95_ms,
+           count(correct) AS feedback_count, count(*) FILTER (WHERE correct) AS feedback_correct
     FROM scoped GROUP BY model_version, revision
 ), per_class AS (
     SELECT model_version, revision, jsonb_object_agg(predicted_class, n) AS class_counts
@@ -40,7 +46,7 @@ WITH scoped AS (
     GROUP BY model_version, revision
 )
 SELECT v.model_version, v.revision, v.predictions, c.class_counts, v.mean_confidence, v.latency_p50_ms,
-       v.latency_p95_ms
+       v.latency_p95_ms, v.feedback_count, v.feedback_correct
 FROM per_version AS v
 JOIN per_class AS c ON c.model_version = v.model_version AND c.revision IS NOT DISTINCT FROM v.revision
 ORDER BY v.model_version, v.revision NULLS FIRST
@@ -91,7 +97,59 @@ async def recent(conn, limit: int) -> list[dict]:
     return [dict(zip(names, values, strict=True)) for values in await cursor.fetchall()]
 
 
-async def stats(conn, since: datetime | None) -> list[VersionStats]:
-    """One `VersionStats` per (model version, revision) with predictions at or after `since` (all if None)."""
-    cursor = await conn.execute(STATS, {"since": since})
+async def stats(conn, since: datetime | None, until: datetime | None = None) -> list[VersionStats]:
+    """One `VersionStats` per (model version, revision) with predictions in [since, until) (open if None)."""
+    cursor = await conn.execute(STATS, {"since": since, "until": until})
     return [VersionStats(*values) for values in await cursor.fetchall()]
+
+
+HISTORY = """
+SELECT p.id, p.created_at, p.predicted_class, p.confidence, p.probabilities, p.model_version, p.revision,
+       p.latency_ms, f.correct, f.true_class, f.updated_at
+FROM predictions AS p LEFT JOIN feedback AS f ON f.prediction_id = p.id
+WHERE p.client_id = %(client)s AND (%(before)s::timestamptz IS NULL OR p.created_at < %(before)s::timestamptz)
+ORDER BY p.created_at DESC, p.id DESC LIMIT %(limit)s
+"""
+
+
+@dataclass(frozen=True)
+class HistoryItem:
+    prediction_id: uuid.UUID
+    created_at: datetime
+    predicted_class: str
+    confidence: float
+    probabilities: dict[str, float]
+    model_version: str
+    revision: str | None
+    latency_ms: float
+    correct: bool | None  # None: no feedback
+    true_class: str | None
+    feedback_at: datetime | None
+
+
+async def history(conn, client_id: str, limit: int, before: datetime | None) -> list[HistoryItem]:
+    """A client's newest predictions before `before`, with the feedback given on each."""
+    cursor = await conn.execute(HISTORY, {"client": client_id, "limit": limit, "before": before})
+    return [HistoryItem(*values) for values in await cursor.fetchall()]
+
+
+# The newer word wins: a retried write of older feedback never replaces what was said after it.
+UPSERT_FEEDBACK = """
+INSERT INTO feedback (prediction_id, client_id, correct, true_class, created_at, updated_at)
+VALUES (%(id)s, %(client)s, %(correct)s, %(true_class)s, %(at)s, %(at)s)
+ON CONFLICT (prediction_id) DO UPDATE
+SET client_id = EXCLUDED.client_id, correct = EXCLUDED.correct, true_class = EXCLUDED.true_class,
+    updated_at = EXCLUDED.updated_at
+WHERE feedback.updated_at <= EXCLUDED.updated_at
+"""
+
+
+async def save_feedback(conn, feedback: Feedback) -> None:
+    await conn.execute(UPSERT_FEEDBACK, {"id": feedback.prediction_id, "client": feedback.client_id,
+                                         "correct": feedback.correct, "true_class": feedback.true_class,
+                                         "at": feedback.at})  # fmt: skip
+
+
+async def prediction_exists(conn, prediction_id: uuid.UUID) -> bool:
+    cursor = await conn.execute("SELECT 1 FROM predictions WHERE id = %s", (prediction_id,))
+    return await cursor.fetchone() is not None

@@ -14,6 +14,17 @@ from datetime import datetime
 
 
 @dataclass(frozen=True)
+class Feedback:
+    """What someone said of a prediction: right, or wrong and which class it is (None: the predicted one)."""
+
+    prediction_id: uuid.UUID
+    correct: bool
+    true_class: str | None
+    client_id: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
 class Row:
     """One prediction, as logged."""
 
@@ -31,13 +42,14 @@ class Row:
     request_id: str | None
     event_source: str | None = None  # a CloudEvent's source and id: unique together (EVENT_KEY)
     event_id: str | None = None
+    client_id: str | None = None  # the browser that asked (X-Client-Id): its history is its own
 
     def values(self) -> tuple:
         """The column values in `COLUMNS` order, probabilities as JSON text."""
         return (self.id, self.created_at, self.image_sha256, self.predicted_class, self.confidence,
                 json.dumps(self.probabilities), self.model_name, self.model_version, self.revision,
                 self.latency_ms, self.source, self.request_id, self.event_source,
-                self.event_id)  # fmt: skip
+                self.event_id, self.client_id)  # fmt: skip
 
 
 COLUMNS = tuple(field.name for field in fields(Row))
@@ -68,6 +80,21 @@ MIGRATIONS = [
     f"""
     ALTER TABLE predictions ADD COLUMN IF NOT EXISTS event_source text, ADD COLUMN IF NOT EXISTS event_id text;
     CREATE UNIQUE INDEX IF NOT EXISTS {EVENT_KEY} ON predictions (event_source, event_id);
+    """,
+    # 3: the web UI: each browser's own history, and what people say of a prediction. No foreign key from
+    # feedback to predictions: feedback may arrive while its prediction's row is still in the writer's queue.
+    """
+    ALTER TABLE predictions ADD COLUMN IF NOT EXISTS client_id text;
+    CREATE INDEX IF NOT EXISTS predictions_client ON predictions (client_id, created_at)
+        WHERE client_id IS NOT NULL;
+    CREATE TABLE IF NOT EXISTS feedback (
+        prediction_id uuid PRIMARY KEY,
+        client_id text,
+        correct boolean NOT NULL,
+        true_class text,
+        created_at timestamptz NOT NULL,
+        updated_at timestamptz NOT NULL
+    );
     """,
 ]
 

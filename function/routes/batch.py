@@ -16,7 +16,7 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Requ
 from litestar.status_codes import HTTP_200_OK
 
 from function import images, problems
-from function.routes.predict import TopK
+from function.routes.predict import TopK, client_id
 from function.service import Outcome, PredictionService, RequestContext
 from function.settings import Settings
 from function.wire import PredictionResponse, Problem
@@ -76,7 +76,9 @@ def handlers(settings: Settings) -> list:
         request: Request, service: PredictionService, top_k: TopK = None
     ) -> BatchResponse:
         uploads = await _uploaded_files(request, settings)
-        context = RequestContext("batch", request.headers.get("x-request-id"), top_k)
+        context = RequestContext(
+            "batch", request.headers.get("x-request-id"), top_k, client_id=client_id(request)
+        )
         outcomes = await service.predict_batch([data for _, data in uploads], context)
         return BatchResponse(
             [FileResult.of(name, outcome) for (name, _), outcome in zip(uploads, outcomes, strict=True)]

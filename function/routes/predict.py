@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from litestar import Request, post
@@ -13,6 +14,7 @@ from function import images, problems
 from function.service import PredictionService, RequestContext
 from function.wire import PredictionResponse
 
+CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 TopK = Annotated[
     int | None, Parameter(description="Answer with the N most likely classes (1 to the model's classes)")
 ]
@@ -33,9 +35,19 @@ ERRORS = {
     responses=ERRORS,
 )
 async def predict(request: Request, service: PredictionService, top_k: TopK = None) -> PredictionResponse:
-    context = RequestContext("http", request.headers.get("x-request-id"), top_k)
+    context = RequestContext("http", request.headers.get("x-request-id"), top_k, client_id=client_id(request))
     outcome = await service.predict(await uploaded_file(request), context)
     return PredictionResponse.of(outcome)
+
+
+def client_id(request: Request) -> str | None:
+    """The browser's X-Client-Id, if it sent one (curl does not): its history lists this prediction."""
+    value = request.headers.get("x-client-id")
+    if value is not None and not CLIENT_ID.fullmatch(value):
+        raise problems.MissingClientId(
+            "X-Client-Id must be a random id of 8 to 64 letters, digits, '-' or '_' that this browser keeps"
+        )
+    return value
 
 
 async def uploaded_file(request: Request) -> bytes:

@@ -1,0 +1,111 @@
+"""What the web UI reads and says back: a browser's own predictions, feedback on one, and per-version stats.
+
+A browser makes a random client id, keeps it, and sends it as `X-Client-Id` with every request (`/predict`
+stores it with the prediction). A history is listed by that id only, so a browser never sees another's.
+Without DATABASE_URL these answer 503 (the prediction log is off), and the UI keeps its history itself."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated
+
+from litestar import Request, get, post
+from litestar.params import Parameter
+
+from function import problems
+from function.model_slot import ModelSlot
+from function.prediction_log import Feedback, PredictionLog
+from function.problems import FeedbackInvalid, MissingClientId, UnknownPrediction
+from function.routes import predict
+from function.service import PredictionService
+from function.wire import FeedbackRequest, History, HistoryEntry, Stats
+
+MAX_LIMIT = 100
+
+
+def own_client_id(request: Request) -> str:
+    value = predict.client_id(request)
+    if value is None:
+        raise MissingClientId("send X-Client-Id: the random id this browser keeps and sends with /predict")
+    return value
+
+
+LOG_ERRORS = {
+    400: problems.spec("No usable X-Client-Id, or a parameter of the wrong type"),
+    503: problems.spec("The prediction log is off (no DATABASE_URL), or its database does not answer"),
+}
+
+
+@get(
+    "/predictions",
+    summary="This browser's predictions, newest first, with their feedback",
+    responses=LOG_ERRORS,
+)
+async def predictions(
+    request: Request,
+    prediction_log: PredictionLog,
+    limit: Annotated[int, Parameter(ge=1, le=MAX_LIMIT, description="How many (1 to 100)")] = 20,
+    before: Annotated[
+        datetime | None,
+        Parameter(description="Only predictions made before this time (the last page's next_before)"),
+    ] = None,
+) -> History:
+    items = await prediction_log.history(own_client_id(request), limit, before)
+    next_before = items[-1].created_at if len(items) == limit else None
+    return History([HistoryEntry.of(item) for item in items], next_before)
+
+
+@post(
+    "/predictions/{prediction_id:uuid}/feedback",
+    status_code=204,
+    summary="Say whether a prediction was right, and if not, which class it is (the latest word counts)",
+    responses={
+        404: problems.spec("No prediction with this id was ever made by this service"),
+        422: problems.spec("A class the model does not have, or 'wrong' without the true class"),
+        **LOG_ERRORS,
+    },
+)
+async def feedback(
+    request: Request,
+    prediction_id: uuid.UUID,
+    data: FeedbackRequest,
+    prediction_log: PredictionLog,
+    service: PredictionService,
+    slot: ModelSlot,
+) -> None:
+    classifier, _ = slot.get()
+    classes = classifier.card.class_names
+    if data.true_class is not None and data.true_class not in classes:
+        raise FeedbackInvalid(
+            f"the model has no class {data.true_class!r}; its classes: {', '.join(classes)}"
+        )
+    if not data.correct and data.true_class is None:
+        raise FeedbackInvalid("a wrong prediction needs its true_class: which of the model's classes it is")
+    # Taken at once when this instance made the prediction (its row may still be queued, or the database
+    # down); else the database says whether the id was ever issued.
+    if not service.issued(prediction_id) and not await prediction_log.prediction_exists(prediction_id):
+        raise UnknownPrediction(f"no prediction {prediction_id} was made by this service")
+    at = datetime.now(UTC)
+    given = Feedback(prediction_id, data.correct, data.true_class, predict.client_id(request), at)
+    await prediction_log.save_feedback(given)
+
+
+@get(
+    "/stats",
+    summary="Per model version and revision: predictions, classes, confidence, latency, feedback",
+    responses={503: LOG_ERRORS[503]},
+)
+async def stats(
+    prediction_log: PredictionLog,
+    since: Annotated[
+        datetime | None, Parameter(description="From this time (inclusive); default: all")
+    ] = None,
+    until: Annotated[
+        datetime | None, Parameter(description="Up to this time (exclusive); default: now")
+    ] = None,
+) -> Stats:
+    return Stats.of(since, until, await prediction_log.stats(since, until))
+
+
+HANDLERS = [predictions, feedback, stats]
