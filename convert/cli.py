@@ -8,16 +8,16 @@ unreachable.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-# TensorFlow's C++ start-up chatter would bury the progress lines; errors still show.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from convert import quiet
+
+# TensorFlow's and mlflow's chatter would bury the progress lines (convert/quiet.py); errors still show.
+quiet.set_environment()
 
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -93,11 +93,13 @@ def main(argv: list[str] | None = None) -> int:
         options, as_json = parse_args(argv)
     except SystemExit as exc:  # argparse: --help is 0, bad usage is 2
         return int(exc.code or 0)
-    progress = Console(stderr=True)
+    quiet.install()
+    progress = Console(file=sys.stderr)  # the real stderr, not the filtered one below: spinners pass at once
     started = time.monotonic()
     try:
-        # MLflow prints run links on stdout; stdout belongs to the table or the JSON document.
-        with contextlib.redirect_stdout(sys.stderr):
+        # Libraries print on stdout; stdout belongs to the table or the JSON document, so their lines go to
+        # stderr, less the known noise.
+        with quiet.printed_noise_dropped():
             source, target, results = run(options, _rich_step(progress))
     except ConvertError as exc:
         _report_failure(exc, as_json, progress)

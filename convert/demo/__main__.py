@@ -9,14 +9,20 @@ and the converter is idempotent.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import subprocess
 import sys
 import time
+import urllib.request
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from convert import quiet
+
+quiet.set_environment()  # before TensorFlow and mlflow are imported: see convert/quiet.py
 
 from mlflow import MlflowClient  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -46,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         stop_postgres(args.home)
         return stop_server(args.home)
     require_demo_extra()
+    quiet.install()
     ensure_server(args.home, args.port, url)
     ensure_keras_version(url, args.home / "samples")
     code = cli.main(["--tracking-uri", url, "--model", MODEL])
@@ -58,10 +65,31 @@ def main(argv: list[str] | None = None) -> int:
     database_url = ensure_postgres(args.home)
     function_url = start_function(args.home, args.function_port, url, database_url)
     sample = next(iter(sorted((args.home / "samples").rglob("*.jpg"))), None)
-    console.print(f"MLflow UI: {url}   function: {function_url}   stop everything: ./taskw demo:stop")
+    console.print(f"MLflow UI (runs, registered versions and their tags): {url}")
+    console.print(f"Stop everything: {stop_command(args)}")
     if sample:
-        console.print(f"Try it:\n  curl -F file=@{sample} {function_url}/predict")
+        console.print(f"From a shell: curl -F file=@{sample} {function_url}/predict")
+    if answers_html(f"{function_url}/"):
+        console.print(f"[bold]Open {function_url}/ in a browser to classify photos.[/]")
+    else:  # a function without the web UI: its API documentation is the page to open
+        console.print(f"[bold]Open {function_url}/schema/swagger in a browser to try /predict.[/]")
     return 0
+
+
+def stop_command(args: argparse.Namespace) -> str:
+    defaults = (Path(".demo"), 5000, 8080)
+    if (args.home, args.port, args.function_port) == defaults:
+        return "./taskw demo:stop"
+    ports = f"--port {args.port} --function-port {args.function_port}"
+    return f"python -m convert.demo --stop --home {args.home} {ports}"
+
+
+def answers_html(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200 and "text/html" in response.headers.get("content-type", "")
+    except OSError:
+        return False
 
 
 def require_demo_extra() -> None:
@@ -95,7 +123,8 @@ def ensure_keras_version(url: str, samples_dir: Path) -> None:
     from convert.demo.seed import seed_registry  # imports TensorFlow: only when training
 
     console.print("Training the demo MobileNetV2 on synthetic fish photos (about 4 minutes on 2 cores)…")
-    version = seed_registry(url, MODEL, samples_dir, log=lambda line: console.print(f"  {line}"))
+    with quiet.printed_noise_dropped(stdout_to_stderr=False):
+        version = seed_registry(url, MODEL, samples_dir, log=lambda line: console.print(f"  {line}"))
     console.print(f"[green]✓[/] Registered Keras version {version} of '{MODEL}'")
 
 
@@ -125,9 +154,10 @@ def versions_table(url: str) -> Table:
 
 def ensure_postgres(home: Path) -> str:
     """An embedded PostgreSQL (pgserver) under home/postgres that outlives this command."""
-    import pgserver
+    with quiet_pgserver():
+        import pgserver
 
-    server = pgserver.get_server(home / "postgres", cleanup_mode=None)
+        server = pgserver.get_server(home / "postgres", cleanup_mode=None)
     console.print(f"[green]✓[/] PostgreSQL for the prediction log at {home / 'postgres'}")
     return server.get_uri()
 
@@ -135,12 +165,21 @@ def ensure_postgres(home: Path) -> str:
 def stop_postgres(home: Path) -> None:
     if not (home / "postgres" / "postmaster.pid").exists():
         return
-    import pgserver
-    from pgserver._commands import pg_ctl
+    with quiet_pgserver():
+        import pgserver
+        from pgserver._commands import pg_ctl
 
-    server = pgserver.get_server(home / "postgres", cleanup_mode=None)
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+        server = pgserver.get_server(home / "postgres", cleanup_mode=None)
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
     console.print("demo PostgreSQL stopped")
+
+
+@contextlib.contextmanager
+def quiet_pgserver() -> Iterator[None]:
+    """platformdirs, under pgserver, warns that XDG_RUNTIME_DIR is not set and that it falls back to /tmp."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        yield
 
 
 def start_function(home: Path, port: int, tracking_uri: str, database_url: str) -> str:
