@@ -1,0 +1,89 @@
+// Talking to the function: same origin, this browser's client id on every request, problems as errors.
+
+const CLIENT_KEY = "fish.clientId";
+
+export function clientId() {
+  let id = localStorage.getItem(CLIENT_KEY);
+  if (!id) {
+    id = crypto.randomUUID().replaceAll("-", "");
+    localStorage.setItem(CLIENT_KEY, id);
+  }
+  return id;
+}
+
+/** The server answered with a problem (RFC 9457): `detail` is meant for people. */
+export class ProblemError extends Error {
+  constructor(status, problem, retryAfter) {
+    super(problem.detail || problem.title || `the server answered ${status}`);
+    this.status = status;
+    this.problem = problem;
+    this.retryAfter = retryAfter;
+  }
+}
+
+/** The request never got an answer (offline, server gone). */
+export class NetworkError extends Error {}
+
+async function call(path, options = {}) {
+  const headers = { "X-Client-Id": clientId(), ...(options.headers || {}) };
+  let response;
+  try {
+    response = await fetch(path, { ...options, headers });
+  } catch (error) {
+    throw new NetworkError(`the server could not be reached (${error.message})`);
+  }
+  if (response.ok) return response.status === 204 ? null : response.json();
+  let problem = {};
+  try { problem = await response.json(); } catch { /* not a problem document */ }
+  throw new ProblemError(response.status, problem, Number(response.headers.get("Retry-After")) || 0);
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Run `request` again while the model is loading (503), waiting longer each time; `onWait(seconds)` is told.
+ * Other errors are thrown at once.
+ */
+export async function whileWarming(request, onWait, tries = 12) {
+  let delay = 1000;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await request();
+    } catch (error) {
+      if (!(error instanceof ProblemError) || error.status !== 503 || attempt >= tries) throw error;
+      const wait = Math.max(delay, error.retryAfter * 1000);
+      onWait(Math.round(wait / 1000));
+      await sleep(wait);
+      delay = Math.min(delay * 1.6, 15000);
+    }
+  }
+}
+
+export function predict(blob, filename) {
+  const form = new FormData();
+  form.append("file", blob, filename);
+  return call("predict", { method: "POST", body: form });
+}
+
+export const modelInfo = () => call("model_info");
+
+export function predictions(before) {
+  const query = new URLSearchParams({ limit: "20" });
+  if (before) query.set("before", before);
+  return call(`predictions?${query}`);
+}
+
+export function giveFeedback(predictionId, correct, trueClass) {
+  return call(`predictions/${encodeURIComponent(predictionId)}/feedback`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ correct, true_class: trueClass }),
+  });
+}
+
+export function stats(since, until) {
+  const query = new URLSearchParams();
+  if (since) query.set("since", since);
+  if (until) query.set("until", until);
+  return call(`stats?${query}`);
+}

@@ -1,0 +1,112 @@
+// This browser's history: predictions and feedback from the server (or, with the log off, from localStorage),
+// thumbnails from IndexedDB keyed by prediction id.
+
+import * as api from "./api.js";
+import { el } from "./results.js";
+
+const LOCAL_KEY = "fish.history";
+const LOCAL_MAX = 100;
+let database;
+
+function store(mode) {
+  database ||= new Promise((resolve, reject) => {
+    const request = indexedDB.open("fish", 1);
+    request.onupgradeneeded = () => request.result.createObjectStore("thumbnails");
+    request.onsuccess = () => resolve(request.result);
+    request.onerror = () => reject(request.error);
+  });
+  return database.then((db) => db.transaction("thumbnails", mode).objectStore("thumbnails"));
+}
+
+export async function saveThumbnail(predictionId, blob) {
+  if (!blob) return;
+  const thumbnails = await store("readwrite");
+  await new Promise((resolve, reject) => {
+    const request = thumbnails.put(blob, predictionId);
+    request.onsuccess = resolve;
+    request.onerror = () => reject(request.error);
+  });
+}
+
+async function loadThumbnail(predictionId) {
+  try {
+    const thumbnails = await store("readonly");
+    return await new Promise((resolve) => {
+      const request = thumbnails.get(predictionId);
+      request.onsuccess = () => resolve(request.result || null);
+      request.onerror = () => resolve(null);
+    });
+  } catch {
+    return null;
+  }
+}
+
+/** With the prediction log off: the answers kept in this browser. */
+export function keepLocally(answer) {
+  const kept = JSON.parse(localStorage.getItem(LOCAL_KEY) || "[]");
+  kept.unshift({ ...answer, created_at: new Date().toISOString(), feedback: null });
+  localStorage.setItem(LOCAL_KEY, JSON.stringify(kept.slice(0, LOCAL_MAX)));
+}
+
+function describeFeedback(feedback) {
+  if (!feedback) return "No feedback yet";
+  return feedback.correct ? "You said: right" : `You said: wrong, it is a ${feedback.true_class}`;
+}
+
+async function item(entry) {
+  const li = el("li", "list-group-item d-flex gap-3 align-items-center");
+  li.dataset.predictionId = entry.prediction_id;
+  const blob = await loadThumbnail(entry.prediction_id);
+  if (blob) {
+    const img = el("img", "thumb rounded");
+    img.src = URL.createObjectURL(blob);
+    img.alt = `Photo classified as ${entry.class}`;
+    li.append(img);
+  } else {
+    const missing = el("div", "thumb thumb-missing rounded");
+    missing.setAttribute("aria-hidden", "true");
+    li.append(missing);
+  }
+  const text = el("div", "flex-grow-1");
+  text.append(el("div", "fw-semibold species", `${entry.class} · ${(entry.confidence * 100).toFixed(1)}%`));
+  const when = new Date(entry.created_at).toLocaleString();
+  text.append(el("div", "small text-body-secondary", `${when} · model version ${entry.model_version}`
+    + (entry.revision ? `, revision ${entry.revision}` : "")));
+  text.append(el("div", "small feedback-given", describeFeedback(entry.feedback)));
+  li.append(text);
+  return li;
+}
+
+export class History {
+  constructor(list, status, more, note) {
+    Object.assign(this, { list, status, more, note, logOn: true, next: null });
+    more.addEventListener("click", () => this.load(this.next));
+  }
+
+  setLog(on) {
+    this.logOn = on;
+    this.note.textContent = on ? "" : "The prediction log is off on this server: your history is kept in this browser only.";
+  }
+
+  async load(before = null) {
+    if (!before) this.list.replaceChildren();
+    this.status.textContent = "Loading…";
+    let entries;
+    try {
+      if (this.logOn) {
+        const page = await api.predictions(before);
+        entries = page.predictions;
+        this.next = page.next_before;
+      } else {
+        entries = JSON.parse(localStorage.getItem(LOCAL_KEY) || "[]");
+        this.next = null;
+      }
+    } catch (error) {
+      this.status.textContent = `The history could not be loaded: ${error.message}`;
+      return;
+    }
+    this.list.append(...(await Promise.all(entries.map(item))));
+    this.more.classList.toggle("d-none", !this.next);
+    this.status.textContent = this.list.children.length ? "" : "No photos classified in this browser yet.";
+  }
+}
