@@ -42,8 +42,8 @@ async function classify(card, file) {
     card.result(answer);
     saveThumbnail(answer.prediction_id, await thumbnail(file)).catch(() => {});
     const model = await info;
-    if (!logOn) keepLocally(answer);
-    else if (model) {
+    keepLocally(answer);
+    if (logOn && model) {
       card.feedback(model.classes, answer.class,
         (correct, trueClass) => api.giveFeedback(answer.prediction_id, correct, trueClass));
     }

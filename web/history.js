@@ -41,7 +41,8 @@ async function loadThumbnail(predictionId) {
   }
 }
 
-/** With the prediction log off: the answers kept in this browser. */
+/** Every answer is kept in this browser too: the whole history with the log off, and with it on, the answers
+ * whose rows the server has not written yet (it writes off the request path). */
 export function keepLocally(answer) {
   const kept = JSON.parse(localStorage.getItem(LOCAL_KEY) || "[]");
   kept.unshift({ ...answer, created_at: new Date().toISOString(), feedback: null });
@@ -77,6 +78,13 @@ async function item(entry) {
   return li;
 }
 
+function notYetListed(listed) {
+  const known = new Set(listed.map((entry) => entry.prediction_id));
+  const newest = listed.length ? new Date(listed[0].created_at) : new Date(0);
+  return JSON.parse(localStorage.getItem(LOCAL_KEY) || "[]")
+    .filter((entry) => !known.has(entry.prediction_id) && new Date(entry.created_at) > newest);
+}
+
 export class History {
   constructor(list, status, more, note) {
     Object.assign(this, { list, status, more, note, logOn: true, next: null });
@@ -97,6 +105,7 @@ export class History {
         const page = await api.predictions(before);
         entries = page.predictions;
         this.next = page.next_before;
+        if (!before) entries = [...notYetListed(entries), ...entries];
       } else {
         entries = JSON.parse(localStorage.getItem(LOCAL_KEY) || "[]");
         this.next = null;

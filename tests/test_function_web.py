@@ -1,0 +1,76 @@
+"""function/routes/web.py: the page and its files, their cache and security headers, gzip, and the folder an
+image carries (collect)."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from function.routes import web
+
+NODE_MODULES = web.REPOSITORY_WEB / "node_modules"
+pytestmark = pytest.mark.skipif(not NODE_MODULES.exists(), reason="npm ci in web/ first")
+
+
+def client(folder=None) -> TestClient:
+    return TestClient(Litestar(route_handlers=web.handlers(None, folder)))
+
+
+def test_the_page_has_its_security_and_cache_headers():
+    with client() as http:
+        page = http.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert page.headers["cache-control"] == "no-cache"
+        for name, value in web.PAGE_HEADERS.items():
+            assert page.headers[name] == value
+        assert "'unsafe-inline'" not in page.headers["content-security-policy"]
+        assert 'style="' not in page.text and "<script>" not in page.text
+        assert http.get("/", headers={"If-None-Match": page.headers["etag"]}).status_code == 304
+
+
+def test_files_are_versioned_immutable_and_gzipped():
+    with client() as http:
+        version = http.get("/").text.split('href="static/')[1].split("/")[0]
+        css = http.get(f"/static/{version}/vendor/bootstrap.min.css", headers={"Accept-Encoding": "gzip"})
+        assert css.status_code == 200 and css.headers["content-encoding"] == "gzip"
+        assert css.headers["cache-control"] == web.IMMUTABLE
+        assert (
+            css.content == (NODE_MODULES / "bootstrap/dist/css/bootstrap.min.css").read_bytes()
+        )  # httpx unzips
+        raw = http.get(f"/static/{version}/app.js", headers={"Accept-Encoding": "identity"})
+        assert "content-encoding" not in raw.headers and raw.headers["x-content-type-options"] == "nosniff"
+        assert raw.headers["content-type"].startswith("text/javascript")
+        old = http.get("/static/000000000000/app.js")
+        assert old.status_code == 200 and old.headers["cache-control"] == "no-cache"
+
+
+@pytest.mark.parametrize("name", ["node_modules/axe-core/axe.min.js", "../pyproject.toml", "package.json"])
+def test_nothing_else_is_served(name):
+    with client() as http:
+        answer = http.get(f"/static/x/{name}")
+        assert answer.status_code == 404
+
+
+def test_a_missing_folder_is_a_404_that_says_what_to_do(tmp_path):
+    with client(tmp_path / "nowhere") as http:
+        answer = http.get("/")
+        assert answer.status_code == 404 and "WEB_DIR" in answer.json()["detail"]
+
+
+def test_collect_copies_only_what_is_served(tmp_path):
+    web.collect(web.REPOSITORY_WEB, tmp_path)
+    copied = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert copied == sorted([web.INDEX, *web.FILES.values()])
+    with client(tmp_path) as http:
+        version = http.get("/").text.split('href="static/')[1].split("/")[0]
+        assert http.get(f"/static/{version}/vendor/chart.umd.min.js").status_code == 200
+
+
+def test_gzip_only_where_it_pays():
+    asset = web.Asset.of(b"x" * 100, ".js")
+    assert asset.gzipped is None
+    big = web.Asset.of(b"let a = 1;\n" * 1000, ".js")
+    assert gzip.decompress(big.gzipped) == b"let a = 1;\n" * 1000
