@@ -36,8 +36,11 @@ FILES = {
     "vendor/bootstrap.bundle.min.js": "node_modules/bootstrap/dist/js/bootstrap.bundle.min.js",
     "vendor/chart.umd.min.js": "node_modules/chart.js/dist/chart.umd.min.js",
 }
-TYPES = {".html": "text/html", ".css": "text/css",
-         ".js": "text/javascript"}  # fmt: skip  (Litestar adds the charset)
+TYPES = {
+    ".html": "text/html",
+    ".css": "text/css",
+    ".js": "text/javascript",
+}  # fmt: skip  (Litestar adds the charset)
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; "
     "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
@@ -82,7 +85,9 @@ class WebFiles:
             try:
                 body = path.read_bytes()
             except OSError as exc:
-                raise NotFoundException(f"the web UI's file {name} is not installed ({path}): {self.hint}") from exc
+                raise NotFoundException(
+                    f"the web UI's file {name} is not installed ({path}): {self.hint}"
+                ) from exc
             if name == INDEX:
                 body = body.replace(b"{{static}}", f"static/{self.version()}".encode())
             self._assets[name] = Asset.of(body, path.suffix)
@@ -113,7 +118,9 @@ def answer(request: Request, asset: Asset, cache_control: str, headers: dict[str
     if asset.etag in request.headers.get("if-none-match", ""):
         return Response(b"", status_code=304, headers=common)
     if asset.gzipped is not None and "gzip" in request.headers.get("accept-encoding", ""):
-        return Response(asset.gzipped, media_type=asset.media_type, headers={**common, "Content-Encoding": "gzip"})
+        return Response(
+            asset.gzipped, media_type=asset.media_type, headers={**common, "Content-Encoding": "gzip"}
+        )
     return Response(asset.body, media_type=asset.media_type, headers=common)
 
 
