@@ -13,7 +13,7 @@ from function.image_urls import ImageUrls
 from function.lifecycle import Shutdown
 from function.model_slot import ModelSlot
 from function.prediction_log import PredictionLog, open_log
-from function.routes import batch, events, history, oip, predict, status
+from function.routes import batch, events, history, oip, predict, status, web
 from function.service import PredictionService
 from function.settings import Settings
 
@@ -56,6 +56,7 @@ def create_app(
             *events.handlers(settings),
             *oip.handlers(settings),
             *history.HANDLERS,
+            *web.handlers(settings),
             status.health,
             status.model_info,
             PrometheusController,

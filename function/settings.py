@@ -37,6 +37,7 @@ class Settings:
     # None by default, so the function fetches nothing an event names until the operator says where from.
     image_url_allowed_prefixes: tuple[str, ...] = ()
     image_url_timeout_s: float = 10.0  # connect to last byte
+    web_dir: Path | None = None  # the UI's files (the image's copy); None: the checkout's web/
     threads: int = 0  # onnxruntime's intra-op threads for a request that runs alone; 0: one a CPU
     # Requests decoded and run at once; 0: one more than the CPUs, since a core would otherwise idle while a
     # worker waits for the GIL (2 cores, fp32 MobileNetV2, concurrency 8: 154-158 req/s with 2, 166-191 with 3).
@@ -85,6 +86,7 @@ class Settings:
                 if prefix.strip()
             ),
             image_url_timeout_s=float(env.get("IMAGE_URL_TIMEOUT_SECONDS", cls.image_url_timeout_s)),
+            web_dir=Path(env["WEB_DIR"]) if env.get("WEB_DIR") else None,
             threads=int(env.get("THREADS", cls.threads)),
             workers=int(env.get("WORKERS", cls.workers)),
             k_service=env.get("K_SERVICE"),

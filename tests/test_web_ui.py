@@ -54,14 +54,6 @@ def browser():
         browser.close()
 
 
-def _web_env() -> dict[str, str]:
-    """The shim that adds the web UI's routes, while function/app.py does not assemble them itself."""
-    if "web.handlers" in (ROOT / "function" / "app.py").read_text():
-        return {}
-    shim = str(ROOT / "tests" / "web_shim")
-    return {"PYTHONPATH": os.pathsep.join(filter(None, [shim, str(ROOT), os.environ.get("PYTHONPATH")]))}
-
-
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     return tiny_onnx.build(tmp_path_factory.mktemp("model") / "tiny.onnx")
@@ -71,7 +63,7 @@ def model_path(tmp_path_factory):
 def served(model_path, postgres):
     """The function with the prediction log on: its base URL."""
     with fresh_database(postgres.url, "webui") as database_url:
-        process, port = launch(model_path, DATABASE_URL=database_url, **_web_env())
+        process, port = launch(model_path, DATABASE_URL=database_url)
         yield f"http://127.0.0.1:{port}/"
         process.terminate()
         process.wait(timeout=30)
@@ -80,7 +72,7 @@ def served(model_path, postgres):
 @pytest.fixture(scope="module")
 def served_without_log(model_path):
     """The function without DATABASE_URL, and a file limit of 2,000 bytes: its base URL."""
-    process, port = launch(model_path, DATABASE_URL=None, MAX_UPLOAD_BYTES="2000", **_web_env())
+    process, port = launch(model_path, DATABASE_URL=None, MAX_UPLOAD_BYTES="2000")
     yield f"http://127.0.0.1:{port}/"
     process.terminate()
     process.wait(timeout=30)
@@ -318,7 +310,7 @@ def test_warming_up_then_the_answer(model_path, page, tmp_path):
     registry = SlowRegistry(model_path)
     threading.Thread(target=registry.serve_forever, daemon=True).start()
     port = free_port()
-    env = {**os.environ, **_web_env(), "PORT": str(port), "MODEL_URI": "models:/tiny/1",
+    env = {**os.environ, "PORT": str(port), "MODEL_URI": "models:/tiny/1",
            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{registry.server_port}",
            "MODEL_CACHE_DIR": str(tmp_path / "cache"), "SHUTDOWN_DRAIN_SECONDS": "0"}  # fmt: skip
     env.pop("DATABASE_URL", None)

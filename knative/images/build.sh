@@ -65,6 +65,9 @@ build() {
     args+=(--build-arg "BAKE_MODEL_URI=$BAKE_MODEL_URI" --build-arg "BAKE_TRACKING_URI=${BAKE_TRACKING_URI:-}"
       --build-arg "BAKE_REQUESTED_AT=$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)")
   fi
+  if [[ $image == function && ! web/node_modules/.package-lock.json -nt web/package-lock.json ]]; then
+    (cd web && npm ci --no-audit --no-fund --loglevel=error) >&2  # the UI's Bootstrap and Chart.js, from npm
+  fi
   echo "building localhost/fish-$image:$TAG on $BASE" >&2
   buildah bud --quiet --isolation chroot --network host --layers "${mounts[@]}" "${args[@]}" \
     --file "knative/images/$image.Dockerfile" --tag "localhost/fish-$image:$TAG" . >&2
