@@ -15,9 +15,7 @@ from function.model_slot import ModelSlot
 from function.prediction_log import PredictionLog, open_log
 from function.routes import batch, events, history, oip, predict, status, web
 from function.service import PredictionService
-from function.settings import Settings
-
-MULTIPART_SLACK_BYTES = 64 * 1024  # framing around the file; the file itself is held to MAX_UPLOAD_BYTES
+from function.settings import BODY_SLACK_BYTES, Settings
 
 
 def create_app(
@@ -73,7 +71,7 @@ def create_app(
         plugins=[problems.plugin(settings)],
         on_startup=[start, prediction_log.start],
         on_shutdown=[flush_log, service.stop, image_urls.close],
-        request_max_body_size=settings.max_upload_bytes + MULTIPART_SLACK_BYTES,
+        request_max_body_size=settings.max_upload_bytes + BODY_SLACK_BYTES,
     )
     app.state.model_slot = slot
     return app

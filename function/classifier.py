@@ -71,6 +71,11 @@ class Classifier:
         return Prediction(names[best], float(probabilities[best]), ranked)
 
 
+def highest_first(probabilities: dict[str, float]) -> dict[str, float]:
+    """Named probabilities read back from the log (JSONB keeps no order), ranked as a Prediction's are."""
+    return dict(sorted(probabilities.items(), key=lambda pair: pair[1], reverse=True))
+
+
 def _session(path: Path, threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads

@@ -20,7 +20,7 @@ from typing import TypeVar
 import numpy as np
 
 from function import images, metrics
-from function.classifier import Classifier, Prediction
+from function.classifier import Classifier, Prediction, highest_first
 from function.model_slot import ModelSlot
 from function.model_source import ModelSource
 from function.prediction_log import PredictionLog, Row
@@ -71,7 +71,7 @@ class Outcome:
 
     @classmethod
     def of(cls, row: Row, top_k: int | None, replayed: bool = False) -> Outcome:
-        ranked = dict(sorted(row.probabilities.items(), key=lambda item: item[1], reverse=True))
+        ranked = highest_first(row.probabilities)
         # confidence from the JSON probabilities: the `confidence` column is a float4, they are exact
         prediction = Prediction(row.predicted_class, ranked[row.predicted_class], ranked)
         return cls(row.id, prediction, _top(prediction, top_k), row.latency_ms / 1000, row.model_name,

@@ -14,6 +14,9 @@ DEFAULT_MODEL_URI = "models:/fish-classification-mobilenetv2@onnx"
 # Off a load balancer that needs time to notice a 503 (a plain Deployment) a drain is needed; under Knative the
 # queue-proxy has drained before the container sees SIGTERM, so there it would only delay the exit.
 DRAIN_S_STANDALONE = 5.0
+# A request's framing around the image (multipart parts, a CloudEvent's JSON): body limits are MAX_UPLOAD_BYTES
+# (or its base64) plus this, and the image itself is held to MAX_UPLOAD_BYTES when it is decoded.
+BODY_SLACK_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from datetime import datetime
 
 import msgspec
 
+from function.classifier import highest_first
 from function.model_source import ModelSource
 from function.prediction_log import HistoryItem, VersionStats
 from function.service import Outcome
@@ -109,7 +110,7 @@ class HistoryEntry(msgspec.Struct):
         feedback = None
         if item.correct is not None:
             feedback = FeedbackGiven(item.correct, item.true_class, item.feedback_at)
-        ranked = dict(sorted(item.probabilities.items(), key=lambda pair: pair[1], reverse=True))
+        ranked = highest_first(item.probabilities)
         return cls(str(item.prediction_id), item.created_at, item.predicted_class, ranked[item.predicted_class],
                    ranked, item.model_version, item.revision, item.latency_ms / 1000, feedback)  # fmt: skip
 
@@ -124,29 +125,7 @@ class FeedbackRequest(msgspec.Struct, forbid_unknown_fields=True):
     true_class: str | None = None  # required when correct is false
 
 
-class VersionFigures(msgspec.Struct):
-    model_version: str
-    revision: str | None
-    predictions: int
-    class_counts: dict[str, int]
-    mean_confidence: float
-    latency_p50_ms: float
-    latency_p95_ms: float
-    feedback_count: int
-    feedback_correct: int
-    accuracy: float | None  # on the predictions with feedback; None without any
-
-
 class Stats(msgspec.Struct):
     since: datetime | None
     until: datetime | None
-    versions: list[VersionFigures]
-
-    @classmethod
-    def of(cls, since: datetime | None, until: datetime | None, rows: list[VersionStats]) -> Stats:
-        return cls(since, until, [
-            VersionFigures(r.model_version, r.revision, r.predictions, r.class_counts, r.mean_confidence,
-                           r.latency_p50_ms, r.latency_p95_ms, r.feedback_count, r.feedback_correct,
-                           r.feedback_correct / r.feedback_count if r.feedback_count else None)
-            for r in rows
-        ])  # fmt: skip
+    versions: list[VersionStats]

@@ -22,6 +22,7 @@ class VersionStats:
     latency_p95_ms: float
     feedback_count: int = 0
     feedback_correct: int = 0
+    accuracy: float | None = None  # on the predictions with feedback; None without any
 
 
 RECENT = f"SELECT {', '.join(COLUMNS)} FROM predictions ORDER BY created_at DESC, id DESC LIMIT %(limit)s"
@@ -46,7 +47,8 @@ WITH scoped AS (
     GROUP BY model_version, revision
 )
 SELECT v.model_version, v.revision, v.predictions, c.class_counts, v.mean_confidence, v.latency_p50_ms,
-       v.latency_p95_ms, v.feedback_count, v.feedback_correct
+       v.latency_p95_ms, v.feedback_count, v.feedback_correct,
+       v.feedback_correct::float8 / NULLIF(v.feedback_count, 0) AS accuracy
 FROM per_version AS v
 JOIN per_class AS c ON c.model_version = v.model_version AND c.revision IS NOT DISTINCT FROM v.revision
 ORDER BY v.model_version, v.revision NULLS FIRST

@@ -14,10 +14,8 @@ from litestar import Request, Response, post
 from function import events, metrics, problems
 from function.image_urls import ImageUrls
 from function.service import EventKey, PredictionService, RequestContext
-from function.settings import Settings
+from function.settings import BODY_SLACK_BYTES, Settings
 from function.wire import PredictionResponse
-
-MULTIPART_SLACK_BYTES = 64 * 1024
 
 ERRORS = {
     400: problems.spec("Not a CloudEvent, a required attribute missing, or another event type"),
@@ -34,7 +32,7 @@ ERRORS = {
 
 def handlers(settings: Settings) -> list:
     # Structured mode carries the image in base64: a third more than the image itself.
-    body_limit = settings.max_upload_bytes * 4 // 3 + MULTIPART_SLACK_BYTES
+    body_limit = settings.max_upload_bytes * 4 // 3 + BODY_SLACK_BYTES
 
     @post(
         "/",

@@ -105,7 +105,7 @@ async def stats(
         datetime | None, Parameter(description="Up to this time (exclusive); default: now")
     ] = None,
 ) -> Stats:
-    return Stats.of(since, until, await prediction_log.stats(since, until))
+    return Stats(since, until, await prediction_log.stats(since, until))
 
 
 HANDLERS = [predictions, feedback, stats]
