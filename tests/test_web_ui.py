@@ -265,17 +265,6 @@ def test_another_browser_does_not_see_this_history(served, browser, page):
         other.close()
 
 
-def test_without_the_log_history_stays_in_the_browser_and_stats_are_hidden(served_without_log, page):
-    open_page(page, served_without_log)
-    assert page.get_by_role("tab", name="Stats").is_hidden()
-    give(page, [("green.png", "image/png", png("green"))], "pick")
-    assert species(page) == ["green"]
-    page.reload()
-    page.get_by_role("tab", name="History").click()
-    page.locator("#history-list li").filter(has_text="green").wait_for()
-    assert "kept in this browser only" in page.locator("#history-note").inner_text()
-
-
 class SlowRegistry(ThreadingHTTPServer):
     """An MLflow registry (the three calls the function makes) that holds the model's download until released."""
 
