@@ -5,7 +5,8 @@ const CLIENT_KEY = "fish.clientId";
 export function clientId() {
   let id = localStorage.getItem(CLIENT_KEY);
   if (!id) {
-    id = crypto.randomUUID().replaceAll("-", "");
+    // getRandomValues, not randomUUID: the latter exists only in secure contexts, and a Knative URL is often http
+    id = [...crypto.getRandomValues(new Uint8Array(16))].map((b) => b.toString(16).padStart(2, "0")).join("");
     localStorage.setItem(CLIENT_KEY, id);
   }
   return id;
@@ -51,7 +52,8 @@ export async function whileWarming(request, onWait, tries = 12) {
       return await request();
     } catch (error) {
       if (!(error instanceof ProblemError) || error.status !== 503 || attempt >= tries) throw error;
-      const wait = Math.max(delay, error.retryAfter * 1000);
+      // jitter: the cards of photos given together do not come back in step
+      const wait = Math.max(delay, error.retryAfter * 1000) * (1 + Math.random() * 0.25);
       onWait(Math.round(wait / 1000));
       await sleep(wait);
       delay = Math.min(delay * 1.6, 15000);

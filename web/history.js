@@ -2,7 +2,7 @@
 // thumbnails from IndexedDB keyed by prediction id.
 
 import * as api from "./api.js";
-import { el } from "./results.js";
+import { el, showBlob } from "./results.js";
 
 const LOCAL_KEY = "fish.history";
 const LOCAL_MAX = 100;
@@ -43,8 +43,10 @@ async function loadThumbnail(predictionId) {
 
 /** Every answer is kept in this browser too: the whole history with the log off, and with it on, the answers
  * whose rows the server has not written yet (it writes off the request path). */
+const keptLocally = () => JSON.parse(localStorage.getItem(LOCAL_KEY) || "[]");
+
 export function keepLocally(answer) {
-  const kept = JSON.parse(localStorage.getItem(LOCAL_KEY) || "[]");
+  const kept = keptLocally();
   kept.unshift({ ...answer, created_at: new Date().toISOString(), feedback: null });
   localStorage.setItem(LOCAL_KEY, JSON.stringify(kept.slice(0, LOCAL_MAX)));
 }
@@ -56,11 +58,12 @@ function describeFeedback(feedback) {
 
 async function item(entry) {
   const li = el("li", "list-group-item d-flex gap-3 align-items-center");
+  li.tabIndex = -1;
   li.dataset.predictionId = entry.prediction_id;
   const blob = await loadThumbnail(entry.prediction_id);
   if (blob) {
     const img = el("img", "thumb rounded");
-    img.src = URL.createObjectURL(blob);
+    showBlob(img, blob);
     img.alt = `Photo classified as ${entry.class}`;
     li.append(img);
   } else {
@@ -78,16 +81,18 @@ async function item(entry) {
   return li;
 }
 
+/** This browser's answers newer than the newest the server lists: those before the first one it knows (the
+ * browser's own order, not its clock, which may disagree with the server's). */
 function notYetListed(listed) {
   const known = new Set(listed.map((entry) => entry.prediction_id));
-  const newest = listed.length ? new Date(listed[0].created_at) : new Date(0);
-  return JSON.parse(localStorage.getItem(LOCAL_KEY) || "[]")
-    .filter((entry) => !known.has(entry.prediction_id) && new Date(entry.created_at) > newest);
+  const kept = keptLocally();
+  const firstKnown = kept.findIndex((entry) => known.has(entry.prediction_id));
+  return kept.slice(0, firstKnown === -1 ? kept.length : firstKnown);
 }
 
 export class History {
   constructor(list, status, more, note) {
-    Object.assign(this, { list, status, more, note, logOn: true, next: null });
+    Object.assign(this, { list, status, more, note, logOn: true, next: null, loads: 0 });
     more.addEventListener("click", () => this.load(this.next));
   }
 
@@ -96,26 +101,35 @@ export class History {
     this.note.textContent = on ? "" : "The prediction log is off on this server: your history is kept in this browser only.";
   }
 
+  /** The newest page (`before` null) or the next older one; a load started later wins over an earlier one. */
   async load(before = null) {
-    if (!before) this.list.replaceChildren();
+    const turn = ++this.loads;
+    this.more.disabled = true;
     this.status.textContent = "Loading…";
     let entries;
+    let next = null;
     try {
       if (this.logOn) {
         const page = await api.predictions(before);
         entries = page.predictions;
-        this.next = page.next_before;
+        next = page.next_before;
         if (!before) entries = [...notYetListed(entries), ...entries];
       } else {
-        entries = JSON.parse(localStorage.getItem(LOCAL_KEY) || "[]");
-        this.next = null;
+        entries = keptLocally();
       }
+      entries = await Promise.all(entries.map(item));
     } catch (error) {
-      this.status.textContent = `The history could not be loaded: ${error.message}`;
+      if (turn === this.loads) this.status.textContent = `The history could not be loaded: ${error.message}`;
       return;
+    } finally {
+      if (turn === this.loads) this.more.disabled = false;
     }
-    this.list.append(...(await Promise.all(entries.map(item))));
-    this.more.classList.toggle("d-none", !this.next);
+    if (turn !== this.loads) return;
+    if (!before) this.list.replaceChildren();
+    this.list.append(...entries);
+    this.next = next;
+    this.more.classList.toggle("d-none", !next);
+    if (before && entries.length) entries[0].focus(); // the button may have gone: keyboard focus stays in the list
     this.status.textContent = this.list.children.length ? "" : "No photos classified in this browser yet.";
   }
 }

@@ -11,23 +11,17 @@ export function isHeif(file) {
 /** What to upload: a JPEG whose long edge is at most 1024 px, or the file itself (HEIC, small, or undecodable). */
 export async function prepare(file) {
   if (isHeif(file) || file.size <= SEND_AS_IS_BYTES) return { blob: file, name: file.name };
-  let bitmap;
-  try {
-    bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
-  } catch {
-    return { blob: file, name: file.name }; // the browser cannot read it: the server says what is wrong
-  }
-  const scale = Math.min(1, LONG_EDGE / Math.max(bitmap.width, bitmap.height));
-  const canvas = new OffscreenCanvas(Math.round(bitmap.width * scale), Math.round(bitmap.height * scale));
-  canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
-  bitmap.close();
-  const jpeg = await canvas.convertToBlob({ type: "image/jpeg", quality: 0.88 });
-  if (jpeg.size >= file.size) return { blob: file, name: file.name };
+  // The browser cannot read it (the server then says what is wrong) or cannot re-encode: sent as it is.
+  const jpeg = await scaledJpeg(file, LONG_EDGE, 0.88);
+  if (!jpeg || jpeg.size >= file.size) return { blob: file, name: file.name };
   return { blob: jpeg, name: file.name.replace(/\.[^.]*$/, "") + ".jpg" };
 }
 
 /** A small JPEG for the history (kept in IndexedDB); null if the browser cannot decode the file. */
-export async function thumbnail(file, edge = 128) {
+export const thumbnail = (file) => scaledJpeg(file, 128, 0.8);
+
+/** The photo as a JPEG whose long edge is at most `edge` px, upright; null if the browser cannot make it. */
+async function scaledJpeg(file, edge, quality) {
   try {
     const bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
     const scale = Math.min(1, edge / Math.max(bitmap.width, bitmap.height));
@@ -35,7 +29,7 @@ export async function thumbnail(file, edge = 128) {
       Math.max(1, Math.round(bitmap.height * scale)));
     canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
     bitmap.close();
-    return await canvas.convertToBlob({ type: "image/jpeg", quality: 0.8 });
+    return await canvas.convertToBlob({ type: "image/jpeg", quality });
   } catch {
     return null;
   }
@@ -62,6 +56,8 @@ export function listen(zone, inputs, onFiles) {
       input.value = "";
     });
   }
+  // A photo dropped beside the zone would otherwise open in the tab, and every card would be gone.
+  for (const type of ["dragover", "drop"]) document.addEventListener(type, (event) => event.preventDefault());
   document.addEventListener("paste", (event) => {
     const files = images(event.clipboardData?.files || []);
     if (files.length) {

@@ -2,6 +2,15 @@
 
 const percent = (p) => `${(p * 100).toFixed(1)}%`;
 
+/** Shows a photo from a Blob; its object URL is let go once the image has it (a 12 MP file is megabytes). */
+export function showBlob(img, blob) {
+  const url = URL.createObjectURL(blob);
+  const release = () => URL.revokeObjectURL(url);
+  img.addEventListener("load", release, { once: true });
+  img.addEventListener("error", release, { once: true });
+  img.src = url;
+}
+
 export function el(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -61,10 +70,10 @@ export function probabilityChart(canvas, ranked, existing) {
 }
 
 export class Card {
-  constructor(template, file, previewUrl) {
+  constructor(template, file) {
     this.root = template.content.firstElementChild.cloneNode(true);
     this.q = (selector) => this.root.querySelector(selector);
-    this.q(".preview").src = previewUrl;
+    showBlob(this.q(".preview"), file);
     this.q(".preview").alt = `Your photo ${file.name}`;
     this.q(".file-name").textContent = file.name;
     this.chart = null;
@@ -95,7 +104,7 @@ export class Card {
   result(answer) {
     this.root.dataset.predictionId = answer.prediction_id;
     this.q(".species").textContent = answer.class;
-    this.q(".state").replaceChildren(el("span", "fs-5", `${percent(answer.confidence)} confident`));
+    this.q(".state").replaceChildren(el("span", "fs-5", `${answer.class}, ${percent(answer.confidence)} confident`));
     this.q(".details").classList.remove("d-none");
     bars(this.q(".bars"), answer.all_predictions);
     this.chart = probabilityChart(this.q("canvas"), answer.all_predictions, this.chart);
@@ -112,14 +121,19 @@ export class Card {
     select.value = classes.find((name) => name !== predicted) || predicted;
     form.classList.remove("d-none");
     const state = this.q(".feedback-state");
-    const say = async (correct, trueClass) => {
+    // One word at a time, in the order given: the server keeps the last to arrive, which is then the last said.
+    let queue = Promise.resolve();
+    let said = 0;
+    const say = (correct, trueClass) => {
+      const turn = ++said;
       state.textContent = "Saving…";
-      try {
-        await send(correct, trueClass);
-        state.textContent = correct ? "Thanks: marked right." : `Thanks: marked wrong, it is a ${trueClass}.`;
-      } catch (error) {
-        state.textContent = `Not saved: ${error.message}`;
-      }
+      queue = queue.then(() => send(correct, trueClass)).then(() => {
+        if (turn === said) {
+          state.textContent = correct ? "Thanks: marked right." : `Thanks: marked wrong, it is a ${trueClass}.`;
+        }
+      }, (error) => {
+        if (turn === said) state.textContent = `Not saved: ${error.message}`;
+      });
     };
     this.q(".right").addEventListener("click", () => say(true, predicted));
     form.addEventListener("submit", (event) => {

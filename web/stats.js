@@ -1,4 +1,4 @@
-// The stats tab: per model version and revision, from GET /stats, as a table and a Chart.js chart.
+// The stats tab: per model version and revision, from GET /stats, as a table and three Chart.js charts.
 
 import * as api from "./api.js";
 import { el } from "./results.js";
@@ -8,8 +8,9 @@ const PALETTE = ["#0d6efd", "#fd7e14", "#198754", "#d63384", "#6f42c1", "#20c997
 const toInput = (date) => new Date(date.getTime() - date.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
 
 export class Stats {
-  constructor(form, since, until, table, canvas, status) {
-    Object.assign(this, { form, since, until, table, canvas, status, chart: null });
+  /** `canvases`: { classes, quality, latency }, each with a data-title. */
+  constructor(form, since, until, table, canvases, status) {
+    Object.assign(this, { form, since, until, table, canvases, status, charts: {} });
     const now = new Date();
     since.value = toInput(new Date(now.getTime() - 7 * 86400000));
     form.addEventListener("submit", (event) => {
@@ -46,25 +47,38 @@ export class Stats {
   draw(versions) {
     const labels = versions.map((v) => `v${v.model_version}${v.revision ? ` (${v.revision})` : ""}`);
     const classes = [...new Set(versions.flatMap((v) => Object.keys(v.class_counts)))].sort();
-    const datasets = classes.map((name, i) => ({
-      label: name, data: versions.map((v) => v.class_counts[name] || 0),
-      backgroundColor: PALETTE[i % PALETTE.length],
-    }));
-    this.canvas.setAttribute("aria-label", `Class counts per model version: ${versions.map((v, i) =>
-      `${labels[i]}: ${Object.entries(v.class_counts).map(([c, n]) => `${c} ${n}`).join(", ")}`).join("; ")}`);
-    if (this.chart) {
-      this.chart.data.labels = labels;
-      this.chart.data.datasets = datasets;
-      this.chart.update();
-      return;
+    const percent = (x) => (x === null ? null : +(x * 100).toFixed(1));
+    this.charts.classes = drawn(this.charts.classes, this.canvases.classes, labels, classes.map((name) => ({
+      label: name, data: versions.map((v) => v.class_counts[name] || 0) })), true);
+    this.charts.quality = drawn(this.charts.quality, this.canvases.quality, labels, [
+      { label: "Accuracy on feedback (%)", data: versions.map((v) => percent(v.accuracy)) },
+      { label: "Mean confidence (%)", data: versions.map((v) => percent(v.mean_confidence)) }]);
+    this.charts.latency = drawn(this.charts.latency, this.canvases.latency, labels, [
+      { label: "Latency p50 (ms)", data: versions.map((v) => v.latency_p50_ms) },
+      { label: "Latency p95 (ms)", data: versions.map((v) => v.latency_p95_ms) }]);
+    const describe = (chart) => chart.data.datasets.map((d) => `${d.label}: ${labels.map((l, i) =>
+      `${l} ${d.data[i] ?? "none"}`).join(", ")}`).join("; ");
+    for (const [name, chart] of Object.entries(this.charts)) {
+      this.canvases[name].setAttribute("aria-label", `${this.canvases[name].dataset.title}. ${describe(chart)}`);
     }
-    const text = getComputedStyle(document.documentElement).getPropertyValue("--bs-body-color").trim();
-    this.chart = new window.Chart(this.canvas, {
-      type: "bar",
-      data: { labels, datasets },
-      options: { maintainAspectRatio: false, animation: false,
-        plugins: { legend: { labels: { color: text } } },
-        scales: { x: { stacked: true, ticks: { color: text } }, y: { stacked: true, ticks: { color: text } } } },
-    });
   }
+}
+
+/** A bar chart over the versions, made once and updated after; `stacked` for counts that add up. */
+function drawn(chart, canvas, labels, datasets, stacked = false) {
+  datasets.forEach((d, i) => { d.backgroundColor = PALETTE[i % PALETTE.length]; });
+  if (chart) {
+    chart.data.labels = labels;
+    chart.data.datasets = datasets;
+    chart.update();
+    return chart;
+  }
+  const text = getComputedStyle(document.documentElement).getPropertyValue("--bs-body-color").trim();
+  return new window.Chart(canvas, {
+    type: "bar",
+    data: { labels, datasets },
+    options: { maintainAspectRatio: false, animation: false,
+      plugins: { legend: { labels: { color: text } }, title: { display: true, text: canvas.dataset.title, color: text } },
+      scales: { x: { stacked, ticks: { color: text } }, y: { stacked, beginAtZero: true, ticks: { color: text } } } },
+  });
 }
