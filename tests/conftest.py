@@ -38,6 +38,20 @@ def fish_registry(tracking_uri, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def converted_demo(fish_registry, tracking_uri):
+    """The demo's MobileNetV2 converted by fish-convert (nothing to do if a test before did it); returns
+    (MODEL_URI, name, ONNX version, sample photos folder: one sub-folder per species)."""
+    from mlflow import MlflowClient
+
+    from convert.cli import main
+
+    name, _, samples_dir = fish_registry
+    assert main(["--tracking-uri", tracking_uri, "--model", name]) == 0
+    version = MlflowClient(tracking_uri).get_model_version_by_alias(name, "onnx").version
+    return f"models:/{name}@onnx", name, version, samples_dir
+
+
+@pytest.fixture(scope="session")
 def postgres():
     """A real PostgreSQL server (pgserver) for the session; tests may stop and start it.
 

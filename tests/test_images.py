@@ -126,22 +126,8 @@ def podman_tools():
 
 
 @pytest.fixture(scope="session")
-def baked(fish_registry, tracking_uri):
-    """The demo's MobileNetV2 converted by fish-convert (nothing to do if a test before did it); returns
-    (MODEL_URI, name, ONNX version, sample photos folder)."""
-    from mlflow import MlflowClient
-
-    from convert.cli import main
-
-    name, _, samples_dir = fish_registry
-    assert main(["--tracking-uri", tracking_uri, "--model", name]) == 0
-    version = MlflowClient(tracking_uri).get_model_version_by_alias(name, "onnx").version
-    return f"models:/{name}@onnx", name, version, samples_dir
-
-
-@pytest.fixture(scope="session")
-def function_image(podman_tools, baked, tracking_uri):
-    return images.build("function", "test", BAKE_MODEL_URI=baked[0], BAKE_TRACKING_URI=tracking_uri)
+def function_image(podman_tools, converted_demo, tracking_uri):
+    return images.build("function", "test", BAKE_MODEL_URI=converted_demo[0], BAKE_TRACKING_URI=tracking_uri)
 
 
 @pytest.fixture(scope="session")
@@ -214,12 +200,14 @@ def test_function_image_holds_the_function_alone_with_its_bytecode(function_imag
 
 
 @pytest.mark.slow
-def test_function_image_serves_its_baked_model_as_knative_runs_it(serve, baked, tracking_uri, tmp_path):
+def test_function_image_serves_its_baked_model_as_knative_runs_it(
+    serve, converted_demo, tracking_uri, tmp_path
+):
     from function import images as decoder
     from function.classifier import Classifier
     from function.model_source import Registry, fetch
 
-    uri, name, version, samples_dir = baked
+    uri, name, version, samples_dir = converted_demo
     container = serve()
     photo = a_photo(samples_dir).read_bytes()
 
@@ -246,8 +234,8 @@ def test_function_image_serves_its_baked_model_as_knative_runs_it(serve, baked, 
 
 
 @pytest.mark.slow
-def test_function_image_serves_its_baked_version_when_the_registry_is_down(serve, baked, dead_url):
-    _, name, version, samples_dir = baked
+def test_function_image_serves_its_baked_version_when_the_registry_is_down(serve, converted_demo, dead_url):
+    _, name, version, samples_dir = converted_demo
     container = serve(MLFLOW_TRACKING_URI=dead_url)
 
     info = httpx.get(url(container, "/model_info")).json()
@@ -260,13 +248,13 @@ def test_function_image_serves_its_baked_version_when_the_registry_is_down(serve
 
 @pytest.mark.slow
 def test_function_image_stops_under_load_answering_what_it_read_flushing_the_log_writing_only_tmp(
-    serve, function_image, baked, postgres
+    serve, function_image, converted_demo, postgres
 ):
     """`podman stop` (SIGTERM) while clients send: every answer is a 200, every prediction the server made was
     answered and is in PostgreSQL, a request still arriving when the listener closes is answered, and the
     process exits by itself. A request the server never read (the listener closed before it, or its connection
     was still queued) fails: every server's race, which Knative's queue-proxy keeps away (it drains first)."""
-    _, _, version, samples_dir = baked
+    _, _, version, samples_dir = converted_demo
     photo = a_photo(samples_dir).read_bytes()
     socket_dir = urllib.parse.parse_qs(urllib.parse.urlparse(postgres.url).query)["host"][0]
     # PostgreSQL listens on a unix socket only: the socket is bound into the container's /tmp.
