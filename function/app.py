@@ -1,6 +1,7 @@
 """`create_app` only assembles: the model slot, the prediction log, the prediction service, the doors
-(`function.routes`: /predict, /predict/batch, CloudEvents at /, the Open Inference Protocol under /v2, status),
-problem details (`function.problems`) and Litestar's Prometheus middleware."""
+(`function.routes`: /predict, /predict/batch, CloudEvents at /, the Open Inference Protocol under /v2, status,
+and the web UI unless WEB_UI is off), problem details (`function.problems`) and Litestar's Prometheus
+middleware."""
 
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def create_app(
             *events.handlers(settings),
             *oip.handlers(settings),
             *history.HANDLERS,
-            *web.handlers(settings),
+            *(web.handlers(settings) if settings.web_ui else []),
             status.health,
             status.model_info,
             PrometheusController,

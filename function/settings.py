@@ -40,6 +40,8 @@ class Settings:
     # None by default, so the function fetches nothing an event names until the operator says where from.
     image_url_allowed_prefixes: tuple[str, ...] = ()
     image_url_timeout_s: float = 10.0  # connect to last byte
+    # Off: an API-only function (no page at / or /static/); also lets task bench measure what the UI costs
+    web_ui: bool = True
     web_dir: Path | None = None  # the UI's files (the image's copy); None: the checkout's web/
     threads: int = 0  # onnxruntime's intra-op threads for a request that runs alone; 0: one a CPU
     # Requests decoded and run at once; 0: one more than the CPUs, since a core would otherwise idle while a
@@ -89,6 +91,7 @@ class Settings:
                 if prefix.strip()
             ),
             image_url_timeout_s=float(env.get("IMAGE_URL_TIMEOUT_SECONDS", cls.image_url_timeout_s)),
+            web_ui=switch(env, "WEB_UI", cls.web_ui),
             web_dir=Path(env["WEB_DIR"]) if env.get("WEB_DIR") else None,
             threads=int(env.get("THREADS", cls.threads)),
             workers=int(env.get("WORKERS", cls.workers)),
@@ -100,6 +103,17 @@ class Settings:
                 env.get("SHUTDOWN_DRAIN_SECONDS", 0.0 if env.get("K_SERVICE") else DRAIN_S_STANDALONE)
             ),
         )
+
+
+SWITCH = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
+
+
+def switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """An on/off variable: on, true or 1; off, false or 0 (any case); unset or empty, the default."""
+    value = env.get(name, "").strip().lower()
+    if value and value not in SWITCH:
+        raise ValueError(f"{name} must be on or off (or true/false, 1/0), not {env[name]!r}")
+    return SWITCH[value] if value else default
 
 
 def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:

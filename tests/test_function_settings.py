@@ -1,5 +1,5 @@
 """Settings: sizing to the container (threads and workers follow the cgroup CPU quota, not the host's core
-count), defaults, and the shutdown budget."""
+count), defaults, the shutdown budget, and on/off switches."""
 
 from __future__ import annotations
 
@@ -56,3 +56,20 @@ def test_shutdown_drains_only_off_knative_and_its_parts_fit_the_grace_period():
         Shutdown(grace_s=10, drain_s=5)
     with pytest.raises(BudgetTooSmall, match="0 or more"):
         Shutdown(grace_s=30, drain_s=-1)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        *[(on, True) for on in ("on", "true", "1", " ON ", "")],  # empty: the default, as if unset
+        *[(off, False) for off in ("off", "False", "0")],
+    ],
+)
+def test_web_ui_is_on_by_default_and_takes_on_off_spellings(value, expected):
+    assert Settings.from_env({}).web_ui is True
+    assert Settings.from_env({"WEB_UI": value}).web_ui is expected
+
+
+def test_a_bad_switch_value_says_which_variable_and_what_it_takes():
+    with pytest.raises(ValueError, match=r"WEB_UI must be on or off \(or true/false, 1/0\), not 'maybe'"):
+        Settings.from_env({"WEB_UI": "maybe"})

@@ -1,15 +1,21 @@
-"""function/routes/web.py: the page and its files, their cache and security headers, gzip, and the folder an
-image carries (collect)."""
+"""function/routes/web.py: the page and its files, their cache and security headers, gzip, the folder an
+image carries (collect), and an app without them (WEB_UI=off)."""
 
 from __future__ import annotations
 
 import gzip
+import io
 
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
+from PIL import Image
 
+from function.app import create_app
 from function.routes import web
+from function.settings import Settings
+from tests import tiny_onnx
+from tests.readiness import wait_healthy
 
 NODE_MODULES = web.REPOSITORY_WEB / "node_modules"
 pytestmark = pytest.mark.skipif(not NODE_MODULES.exists(), reason="npm ci in web/ first")
@@ -74,3 +80,20 @@ def test_gzip_only_where_it_pays():
     assert asset.gzipped is None
     big = web.Asset.of(b"let a = 1;\n" * 1000, ".js")
     assert gzip.decompress(big.gzipped) == b"let a = 1;\n" * 1000
+
+
+@pytest.mark.parametrize("web_ui", ["on", "off"])
+def test_web_ui_off_leaves_the_page_out_and_the_api_in(tmp_path, web_ui):
+    model = tiny_onnx.build(tmp_path / "tiny.onnx")
+    photo = io.BytesIO()
+    Image.new("RGB", (64, 48), (20, 30, 220)).save(photo, "JPEG")
+    with TestClient(create_app(Settings.from_env({"MODEL_URI": str(model), "WEB_UI": web_ui}))) as http:
+        wait_healthy(http)
+        page, script = http.get("/"), http.get("/static/x/app.js")
+        if web_ui == "on":
+            assert page.status_code == 200 and script.status_code == 200
+        else:  # no route at all: / is only CloudEvents' POST, /static/ is an unknown path
+            assert page.status_code == 405
+            assert script.status_code == 404 and script.json()["detail"] == "Not Found"
+        predicted = http.post("/predict", files={"file": ("fish.jpg", photo.getvalue(), "image/jpeg")})
+        assert predicted.status_code == 200 and predicted.json()["class"] == "blue"

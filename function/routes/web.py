@@ -1,7 +1,8 @@
 """The web UI (web/ at the repository's top, or WEB_DIR): the page at GET /, its files under /static/<version>/.
 
 Nothing is read when the app is made: a file is read, hashed and gzipped on its first request and then served
-from memory, so serving the page costs neither cold start nor /predict anything. `<version>` is a hash of every
+from memory, so serving the page costs neither cold start nor /predict anything (task bench measures that
+against the same function with WEB_UI=off, which leaves these routes out). `<version>` is a hash of every
 file the page loads, so those answers may be cached for a year; the page itself is `no-cache` with an ETag.
 The page's own modules import each other by relative names, which the shared version prefix keeps working.
 

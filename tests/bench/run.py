@@ -5,7 +5,10 @@ Figures: cold start (process start to the first successful /predict, model in th
 concurrency 1 for a 640x480 and a 12 MP JPEG, throughput at concurrency 8, peak RSS. For function fp32, the other
 doors on the same 640x480 JPEG in the same rounds: a CloudEvent in binary mode and an Open Inference Protocol BYTES
 infer at concurrency 8, and /predict/batch with 8 files at concurrency 1 and 2. A batch is compared by images in
-flight: 8 files at c=1 against /predict at c=8."""
+flight: 8 files at c=1 against /predict at c=8.
+
+"function fp32, no UI" is function fp32 with WEB_UI=off (no page routes), started and loaded in the same
+interleaved rounds: its ratios to function fp32 are what serving the web UI costs cold start and /predict."""
 
 from __future__ import annotations
 
@@ -57,19 +60,22 @@ def main() -> int:
         python = function_environment(work)
         commands = {
             "function fp32": function_command(python, tracking, work, postgres.url, "onnx"),
+            "function fp32, no UI": function_command(
+                python, tracking, work, postgres.url, "onnx", WEB_UI="off"
+            ),
             "function int8": function_command(python, tracking, work, postgres.url, "onnx-int8"),
             "baseline (TF)": baseline_command(keras_dir),
         }
-        samples: dict[str, dict[str, list[float]]] = {}
+        samples: dict[str, dict[str, list[float]]] = {name: {"cold start s": []} for name in commands}
         for name, command in commands.items():
-            with console.status(f"Cold starts: {name}…"):
-                running[name] = Server.start(command, photos["640x480"])  # fills the model cache
-                starts = []
-                for _ in range(ROUNDS):  # process start to first answer, model cached, others idle
+            with console.status(f"First start (fills the model cache): {name}…"):
+                running[name] = Server.start(command, photos["640x480"])
+        for round_ in range(ROUNDS):  # process start to first answer, model cached, the others idle
+            for name, command in commands.items():
+                with console.status(f"Cold start {round_ + 1}/{ROUNDS}: {name}…"):
                     running[name].stop()
                     running[name] = Server.start(command, photos["640x480"])
-                    starts.append(running[name].cold_start)
-                samples[name] = {"cold start s": starts}
+                    samples[name]["cold start s"].append(running[name].cold_start)
         limits = {
             f"compute limit {precision}": ComputeLimit(
                 fetch(f"models:/{MODEL}@{alias}", Registry(tracking), work / "cache").path
@@ -156,10 +162,10 @@ def function_environment(work: Path) -> Path:
     return venv / "bin" / "python"
 
 
-def function_command(python: Path, tracking: str, work: Path, database_url: str, alias: str):
+def function_command(python: Path, tracking: str, work: Path, database_url: str, alias: str, **more: str):
     env = {"MODEL_URI": f"models:/{MODEL}@{alias}", "MLFLOW_TRACKING_URI": tracking,
            "MODEL_CACHE_DIR": str(work / "cache"), "DATABASE_URL": database_url,
-           "SHUTDOWN_DRAIN_SECONDS": "0"}  # fmt: skip  # nothing routes to it after the run
+           "SHUTDOWN_DRAIN_SECONDS": "0", **more}  # fmt: skip  # nothing routes to it after the run
     return [str(python), "-m", "function"], env, work  # run outside the checkout: the installed package
 
 
@@ -367,7 +373,7 @@ def print_table(results: dict[str, dict], doors: Doors) -> None:
         table.add_column(column, justify="right")
     for name, figures in results.items():
         table.add_row(name, *[_cell(figures.get(c)) for c in columns])
-    base, fp32, int8, limit, limit8 = (
+    base, fp32, int8, limit, limit8, no_ui = (
         results[k]
         for k in (
             "baseline (TF)",
@@ -375,6 +381,7 @@ def print_table(results: dict[str, dict], doors: Doors) -> None:
             "function int8",
             "compute limit fp32",
             "compute limit int8",
+            "function fp32, no UI",
         )
     )
     ratios = {
@@ -391,6 +398,10 @@ def print_table(results: dict[str, dict], doors: Doors) -> None:
         "req/s c=8, int8 / fp32 (target >= 1.4)": int8["req/s c=8"] / fp32["req/s c=8"],
         "req/s c=8, function int8 / compute limit int8": int8["req/s c=8"] / limit8["req/s c=8"],
         "p50 640x480, function int8 / compute limit int8": int8["p50 640x480 ms"] / limit8["p50 640x480 ms"],
+        "cold start, function / function without UI (UI cost; ~1.0 = none)": fp32["cold start s"]
+        / no_ui["cold start s"],
+        "req/s c=8, function / function without UI": fp32["req/s c=8"] / no_ui["req/s c=8"],
+        "p50 640x480, function / function without UI": fp32["p50 640x480 ms"] / no_ui["p50 640x480 ms"],
     }
     out = Console(width=160)
     out.print(table)
