@@ -159,13 +159,16 @@ def function_environment(work: Path) -> Path:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", f"{ROOT}[function]"],
                        check=True, capture_output=True)  # fmt: skip
+        subprocess.run([str(venv / "bin" / "python"), "-m", "function.routes.web", str(ROOT / "web"), str(work / "web")],
+                       check=True, capture_output=True, cwd=work)  # fmt: skip
     return venv / "bin" / "python"
 
 
 def function_command(python: Path, tracking: str, work: Path, database_url: str, alias: str, **more: str):
     env = {"MODEL_URI": f"models:/{MODEL}@{alias}", "MLFLOW_TRACKING_URI": tracking,
            "MODEL_CACHE_DIR": str(work / "cache"), "DATABASE_URL": database_url,
-           "SHUTDOWN_DRAIN_SECONDS": "0", **more}  # fmt: skip  # nothing routes to it after the run
+           "SHUTDOWN_DRAIN_SECONDS": "0", "WEB_DIR": str(work / "web"),  # the UI's files, as the image has them
+           **more}  # fmt: skip  # nothing routes to it after the run
     return [str(python), "-m", "function"], env, work  # run outside the checkout: the installed package
 
 
