@@ -18,6 +18,16 @@ FORMATS = "JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC/HEIF or AVIF"
 HEIF_BRANDS = frozenset(
     {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}
 )
+# How each format's files start, to tell a damaged header from a foreign format (BMP: and its DIB header's size).
+MAGIC = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+BMP_HEADER_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
 _heif_lock = threading.Lock()
 _heif_registered = False
 
@@ -47,24 +57,44 @@ def decode(data: bytes, size: tuple[int, int], max_pixels: int) -> np.ndarray:
     heif = looks_like_heif(data)
     if heif:
         _register_heif()
+    with warnings.catch_warnings():  # Pillow warns on odd EXIF, in the header and after: the pixels matter
+        warnings.simplefilter("ignore")
+        image = _open(data, heif)
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageTooLarge(
+                f"the image has {width}x{height} pixels, more than the limit of {max_pixels:,}"
+            )
+        try:
+            rgb = _to_rgb(image, size).resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        except Exception as exc:  # whatever Pillow raises on damaged pixel data: a bad upload, never a 500
+            raise CorruptImage(f"the {image.format or 'image'} file is truncated or corrupt") from exc
+    return np.asarray(rgb)
+
+
+def _open(data: bytes, heif: bool) -> Image.Image:
+    """The image's header read (no pixels yet). A file that starts like a format Pillow reads but whose header
+    it refuses (a width of 0, say) is damaged, not of a foreign format."""
     try:
-        image = Image.open(io.BytesIO(data))
+        return Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
-        if heif:  # a HEIF header whose boxes libheif cannot parse: damaged, not a foreign format
-            raise CorruptImage("the HEIF file is truncated or corrupt") from exc
+        claimed = "HEIF" if heif else claimed_format(data)
+        if claimed is not None:
+            raise CorruptImage(
+                f"the {claimed} file is truncated or corrupt (its header cannot be read)"
+            ) from exc
         raise UnsupportedImage(f"the file is not an image this service can read ({FORMATS})") from exc
     except Exception as exc:  # Pillow raises many types on damaged headers; all of them mean a bad upload
         raise CorruptImage("the image's header is truncated or corrupt") from exc
-    width, height = image.size
-    if width * height > max_pixels:
-        raise ImageTooLarge(f"the image has {width}x{height} pixels, more than the limit of {max_pixels:,}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow warns on odd EXIF; the pixels are what matter
-            rgb = _to_rgb(image, size)
-    except Exception as exc:  # as above: whatever Pillow raises on damaged pixel data
-        raise CorruptImage(f"the {image.format or 'image'} file is truncated or corrupt") from exc
-    return np.asarray(rgb.resize((size[1], size[0]), Image.Resampling.BILINEAR))
+
+
+def claimed_format(data: bytes) -> str | None:
+    """The format a file's first bytes say it is, if one this service reads (HEIF aside)."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    if data[:2] == b"BM" and len(data) >= 18 and int.from_bytes(data[14:18], "little") in BMP_HEADER_SIZES:
+        return "BMP"
+    return next((name for magic, name in MAGIC if data.startswith(magic)), None)
 
 
 def warm_up(size: tuple[int, int]) -> np.ndarray:
