@@ -23,10 +23,12 @@ def main() -> None:
         sys.exit(f"fish-function: {exc}")
     slot = ModelSlot().start(settings)
 
+    from functools import partial
+
     import uvicorn
 
     from function.app import create_app
-    from function.server import DrainingServer
+    from function.server import DrainingServer, GuardedHttpTools
 
     config = uvicorn.Config(
         create_app(settings, slot=slot, shutdown=shutdown),
@@ -34,6 +36,11 @@ def main() -> None:
         port=settings.port,
         log_level="warning",
         timeout_graceful_shutdown=shutdown.request_timeout_s,
+        http=partial(GuardedHttpTools, header_timeout_s=settings.header_timeout_s),
+        server_header=False,  # "server: uvicorn" tells a scanner which CVEs to try
+        # No limit_concurrency: it counts idle and half-sent connections too, so a few hundred slowloris
+        # connections would get every request a text/plain 503. Admission control (function.admission) counts
+        # only requests that do inference, and the header deadline above bounds what a connection can hold.
     )
     server = DrainingServer(config, shutdown)
     server.run()

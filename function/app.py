@@ -1,7 +1,7 @@
 """`create_app` only assembles: the model slot, the prediction log, the prediction service, the doors
 (`function.routes`: /predict, /predict/batch, CloudEvents at /, the Open Inference Protocol under /v2, status,
-and the web UI unless WEB_UI is off), problem details (`function.problems`) and Litestar's Prometheus
-middleware."""
+and the web UI unless WEB_UI is off), problem details (`function.problems`), Litestar's Prometheus
+middleware, and in front of it all admission control and security headers (`function.admission`)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from litestar.di import Provide
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from function import problems
+from function.admission import Admission
 from function.image_urls import ImageUrls
 from function.lifecycle import Shutdown
 from function.model_slot import ModelSlot
@@ -75,4 +76,7 @@ def create_app(
         request_max_body_size=settings.max_upload_bytes + BODY_SLACK_BYTES,
     )
     app.state.model_slot = slot
+    # Outermost, inside Litestar's own entry point: a refused request costs no routing and no body read.
+    app.asgi_handler = Admission(app.asgi_handler, settings.max_concurrent_requests,
+                                 settings.body_idle_timeout_s, settings.slow_upload_s)  # fmt: skip
     return app

@@ -15,6 +15,10 @@ MODEL_INFO = Gauge(
 )
 REJECTED_IMAGES = Counter("rejected_images_total", "Uploads refused as not classifiable", ["reason"])
 EVENTS = Counter("cloudevents_received_total", "CloudEvents received, by content mode", ["mode"])
+SHED_REQUESTS = Counter(
+    "requests_shed_total", "Requests answered 503 at once because MAX_CONCURRENT_REQUESTS were already in"
+)
+SLOW_UPLOADS = Counter("slow_uploads_total", "Requests answered 408: their body stalled or came too slowly")
 EVENT_DUPLICATES = Counter(
     "cloudevents_duplicates_total", "Events delivered again and answered from the log, not logged again"
 )

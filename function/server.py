@@ -6,17 +6,21 @@ only when nobody sends to the process any more, which is what the drain buys tim
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 from types import FrameType
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from function.lifecycle import Shutdown
 
 log = logging.getLogger("function")
 
 CLOSE = (b"connection", b"close")
+# Request line and headers, all of them: nginx's default allows 4 buffers of 8 KiB; httptools has no limit at all.
+MAX_HEADER_BYTES = 64 * 1024
 
 
 class DrainingServer(uvicorn.Server):
@@ -53,3 +57,59 @@ class DrainingServer(uvicorn.Server):
         the connection closed under their next request when the drain ends."""
         if CLOSE not in self.server_state.default_headers:
             self.server_state.default_headers = [*self.server_state.default_headers, CLOSE]
+
+
+class GuardedHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline and a size limit on a request's headers.
+
+    A connection whose headers trickle in holds no worker and no admission slot (the app sees a request only once
+    its headers are complete), but uvicorn waits for them for ever: any byte cancels its keep-alive timer. So
+    from connecting, or from its last answer, a connection has `header_timeout_s` to send the next request's
+    headers, else it is closed (as nginx's client_header_timeout does); an idle keep-alive connection is still
+    closed sooner by uvicorn's own timer."""
+
+    def __init__(self, *args, header_timeout_s: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.header_timeout_s = header_timeout_s
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._header_bytes = 0
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._await_headers()
+
+    def data_received(self, data: bytes) -> None:
+        if self._header_timer is not None:
+            if self._header_bytes > MAX_HEADER_BYTES:
+                self.send_400_response("Request headers too large.")
+                return
+            self._header_bytes += len(data)
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._stop_waiting()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and self.cycle.response_complete:  # no pipelined request in hand
+            self._await_headers()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_waiting()
+        super().connection_lost(exc)
+
+    def _await_headers(self) -> None:
+        self._stop_waiting()
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)
+
+    def _stop_waiting(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        self._header_bytes = 0
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()

@@ -47,6 +47,20 @@ class Settings:
     # Requests decoded and run at once; 0: one more than the CPUs, since a core would otherwise idle while a
     # worker waits for the GIL (2 cores, fp32 MobileNetV2, concurrency 8: 154-158 req/s with 2, 166-191 with 3).
     workers: int = 0
+    # Inference requests (POST /predict, /predict/batch, /, /v2/.../infer) in the app at once; more are answered
+    # 503 + Retry-After at once, their bodies unread. 0: four a CPU. On 2 cores (3 workers) fp32 MobileNetV2's
+    # throughput peaks at concurrency 8 (the knee; more only queues: latency grows, throughput does not), so 8
+    # keeps every worker fed with the next request's body already read, and bounds memory to 8 bodies.
+    max_concurrent_requests: int = 0
+    # An admitted request's body: answered 408 when no byte came for this long (a phone on a slow link still
+    # sends something every few seconds; 30 s of silence is a dead or hostile connection) ...
+    body_idle_timeout_s: float = 30.0
+    # ... and counted as slow once it has been arriving for this long (10 MB takes under a second on a data
+    # centre link; 3 MB from a phone at 1 Mbit/s takes 25 s). At most half the slots may be slow at once.
+    slow_upload_s: float = 5.0
+    # A connection must send a request's headers within this long (from connecting, or from its last answer);
+    # uvicorn alone waits for ever. Headers are a few hundred bytes: 2G sends them in well under a second.
+    header_timeout_s: float = 20.0
     k_service: str | None = None
     k_revision: str | None = None
     k_configuration: str | None = None
@@ -57,6 +71,7 @@ class Settings:
         # frozen: the "0 means from the CPUs" defaults are resolved here, once, for every way of building one
         object.__setattr__(self, "threads", self.threads or available_cpus())
         object.__setattr__(self, "workers", self.workers or available_cpus() + 1)
+        object.__setattr__(self, "max_concurrent_requests", self.max_concurrent_requests or 4 * available_cpus())
 
     @property
     def registry(self) -> Registry:
@@ -95,6 +110,10 @@ class Settings:
             web_dir=Path(env["WEB_DIR"]) if env.get("WEB_DIR") else None,
             threads=int(env.get("THREADS", cls.threads)),
             workers=int(env.get("WORKERS", cls.workers)),
+            max_concurrent_requests=int(env.get("MAX_CONCURRENT_REQUESTS", cls.max_concurrent_requests)),
+            body_idle_timeout_s=float(env.get("BODY_IDLE_TIMEOUT_SECONDS", cls.body_idle_timeout_s)),
+            slow_upload_s=float(env.get("SLOW_UPLOAD_SECONDS", cls.slow_upload_s)),
+            header_timeout_s=float(env.get("HEADER_TIMEOUT_SECONDS", cls.header_timeout_s)),
             k_service=env.get("K_SERVICE"),
             k_revision=env.get("K_REVISION"),
             k_configuration=env.get("K_CONFIGURATION"),

@@ -1,0 +1,236 @@
+"""Admission control and slow clients (function.admission, function.server), on the real process.
+
+Past MAX_CONCURRENT_REQUESTS an inference request is answered 503 with Retry-After without its body being read,
+and its connection closes after the answer; memory follows what is admitted, not how many clients send; a body
+that stalls is answered 408 and frees its slot; clients that trickle hold at most half the slots; headers that
+trickle hold no slot at all and are cut off after HEADER_TIMEOUT_SECONDS."""
+
+from __future__ import annotations
+
+import io
+import re
+import select
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.test_function_process import launch, model_path, multipart, png_bytes  # noqa: F401 (a fixture)
+
+
+def big_png(megabytes: float) -> bytes:
+    """A valid image of about `megabytes` (noise does not compress)."""
+    side = int((megabytes * 1024 * 1024 / 3) ** 0.5)
+    pixels = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG", compress_level=0)
+    return buffer.getvalue()
+
+
+class Answer:
+    def __init__(self, raw: bytes):
+        head, _, self.body = raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        self.status = int(lines[0].split()[1])
+        self.headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            self.headers.setdefault(name.strip().lower(), []).append(value.strip())
+
+
+def post(port: int, body: bytes, content_type: str, path: str = "/predict", timeout_s: float = 30) -> Answer:
+    """POST as wrk does (no Expect: 100-continue), reading while writing: an answer that comes before the body is
+    sent is read, even if the server then closes the connection under the rest of the body."""
+    head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n").encode()  # fmt: skip
+    data, received = memoryview(head + body), b""
+    deadline = time.monotonic() + timeout_s
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.setblocking(False)
+        while time.monotonic() < deadline:
+            readable, writable, _ = select.select([sock], [sock] if data else [], [], 1)
+            try:
+                if writable:
+                    data = data[sock.send(data[: 256 * 1024]) :]
+                if readable:
+                    chunk = sock.recv(1 << 20)
+                    if not chunk:
+                        return Answer(received)
+                    received += chunk
+            except (BrokenPipeError, ConnectionResetError):
+                data = b""  # closed under the body: what was answered before is still in our buffer
+                try:
+                    while chunk := sock.recv(1 << 20):
+                        received += chunk
+                except (BlockingIOError, ConnectionResetError):
+                    pass
+                return Answer(received)
+    raise AssertionError("no answer in time")
+
+
+def metric(port: int, name: str) -> float:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+class Trickle:
+    """A request whose headers are complete and whose body comes a byte at a time, or not at all."""
+
+    def __init__(self, port: int, image: bytes):
+        body, content_type = multipart(image)
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.sendall(f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+                          f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:100])  # fmt: skip
+
+    def drip(self) -> None:
+        try:
+            self.sock.send(b"x")
+        except OSError:
+            pass
+
+    def answer(self, timeout_s: float) -> Answer:
+        self.sock.settimeout(timeout_s)
+        received = b""
+        while b"\r\n\r\n" not in received or not received.endswith(b"}"):
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        return Answer(received)
+
+    def answered(self) -> bool:
+        return bool(select.select([self.sock], [], [], 0)[0])
+
+
+def test_a_burst_beyond_the_limit_gets_200s_and_503s_with_retry_after_and_memory_stays_bounded(model_path):
+    """32 clients at once, each sending 4 MB images, against 2 admitted at a time: without admission every body
+    would be buffered at once (32 x 4 MB, and Litestar's multipart copies)."""
+    process, port = launch(model_path, MAX_CONCURRENT_REQUESTS="2")
+    try:
+        body, content_type = multipart(big_png(4))
+        assert post(port, body, content_type).status == 200  # warm: the first decode allocates its buffers
+        before_mb, shed_before = peak_rss_mb(process.pid), metric(port, "requests_shed_total")
+        answers: list[Answer] = []
+
+        def client() -> None:
+            for _ in range(4):
+                answers.append(post(port, body, content_type))
+
+        threads = [threading.Thread(target=client) for _ in range(32)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+
+        statuses = [answer.status for answer in answers]
+        assert len(answers) == 128 and set(statuses) <= {200, 503}, statuses
+        shed = [answer for answer in answers if answer.status == 503]
+        assert shed and statuses.count(200) >= 2
+        for answer in shed:
+            assert answer.headers["retry-after"] == ["1"] and answer.headers["connection"] == ["close"]
+            assert answer.headers["content-type"] == ["application/problem+json"]
+            assert b"at capacity" in answer.body or b"as many requests as it can" in answer.body
+        assert metric(port, "requests_shed_total") - shed_before == len(shed)
+        grown_mb = peak_rss_mb(process.pid) - before_mb
+        assert grown_mb < 64, f"peak RSS grew by {grown_mb:.0f} MB under the burst"  # 32 bodies: 128 MB+
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_health_and_metrics_answer_while_every_slot_is_taken(model_path):
+    process, port = launch(model_path, MAX_CONCURRENT_REQUESTS="1")
+    held = Trickle(port, png_bytes())
+    try:
+        time.sleep(0.2)
+        body, content_type = multipart(png_bytes())
+        assert post(port, body, content_type).status == 503
+        assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/model_info").status_code == 200
+    finally:
+        held.sock.close()
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_a_stalled_body_gets_a_408_and_frees_its_slot(model_path):
+    process, port = launch(model_path, MAX_CONCURRENT_REQUESTS="1", BODY_IDLE_TIMEOUT_SECONDS="1.5")
+    stalled = Trickle(port, png_bytes())
+    try:
+        time.sleep(0.2)
+        body, content_type = multipart(png_bytes())
+        assert post(port, body, content_type).status == 503  # the stalled upload holds the one slot
+        answer = stalled.answer(timeout_s=10)
+        assert answer.status == 408 and answer.headers["connection"] == ["close"], answer.body
+        assert post(port, body, content_type).status == 200
+        assert metric(port, "slow_uploads_total") == 1
+    finally:
+        stalled.sock.close()
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_slowloris_headers_and_bodies_hold_at_most_half_the_slots_and_prediction_still_answers(model_path):
+    """200 connections sending their headers a byte at a time and 4 sending their bodies so, against 4 slots: the
+    headers hold no slot, two of the bodies get their 408 as they turn slow, and a normal client is answered at
+    once. The header tricklers are cut off after HEADER_TIMEOUT_SECONDS."""
+    process, port = launch(model_path, MAX_CONCURRENT_REQUESTS="4", SLOW_UPLOAD_SECONDS="1",
+                           HEADER_TIMEOUT_SECONDS="4")  # fmt: skip
+    headers = [socket.create_connection(("127.0.0.1", port)) for _ in range(200)]
+    bodies = [Trickle(port, png_bytes()) for _ in range(4)]
+    try:
+        started = time.monotonic()
+        line = b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000
+        for i in range(30):  # 3 s
+            for sock in headers:
+                sock.send(line[i : i + 1])
+            for trickle in bodies:
+                trickle.drip()
+            time.sleep(0.1)
+        cut_off = [trickle for trickle in bodies if trickle.answered()]
+        assert len(cut_off) == 2 and {t.answer(5).status for t in cut_off} == {408}
+
+        body, content_type = multipart(png_bytes())
+        asked = time.monotonic()
+        assert post(port, body, content_type).status == 200
+        assert time.monotonic() - asked < 1.0
+
+        for sock in headers:  # closed by the server 4 s after connecting: recv sees the end
+            sock.settimeout(max(0.1, started + 8 - time.monotonic()))
+            assert sock.recv(100) == b""
+    finally:
+        for sock in headers:
+            sock.close()
+        for trickle in bodies:
+            trickle.sock.close()
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("size", [200 * 1024])
+def test_headers_past_the_limit_are_refused(model_path, size):
+    process, port = launch(model_path)
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.settimeout(10)
+            try:
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * size)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            assert sock.recv(100).startswith(b"HTTP/1.1 400 ")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
