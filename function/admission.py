@@ -42,12 +42,15 @@ def _head(status: int, body: bytes, close: bool, *extra: tuple[bytes, bytes]) ->
     return {"type": "http.response.start", "status": status, "headers": headers}
 
 
+DOORS = frozenset(("/predict", "/predict/batch", "/"))
+
+
 def counted(scope: dict) -> bool:
     """The doors that decode and run the model (a batch is one request: it queues its own images)."""
     if scope["method"] != "POST":
         return False
     path = scope["path"]
-    return path in ("/predict", "/predict/batch", "/") or (path.startswith("/v2/") and path.endswith("/infer"))
+    return path in DOORS or (path.startswith("/v2/") and path.endswith("/infer"))
 
 
 def has_body(scope: dict) -> bool:

@@ -71,7 +71,8 @@ class Settings:
         # frozen: the "0 means from the CPUs" defaults are resolved here, once, for every way of building one
         object.__setattr__(self, "threads", self.threads or available_cpus())
         object.__setattr__(self, "workers", self.workers or available_cpus() + 1)
-        object.__setattr__(self, "max_concurrent_requests", self.max_concurrent_requests or 4 * available_cpus())
+        admitted = self.max_concurrent_requests or 4 * available_cpus()
+        object.__setattr__(self, "max_concurrent_requests", admitted)
 
     @property
     def registry(self) -> Registry:
