@@ -7,8 +7,12 @@ limit, a query parameter of the wrong type, an unknown path) go through the same
 from __future__ import annotations
 
 import logging
+import re
+import sys
+import tempfile
 from collections.abc import Callable
 from http import HTTPStatus
+from pathlib import Path
 
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
@@ -63,6 +67,26 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
 }
 
 
+# The top folders a path on this server starts with: the usual ones, and those of this code, its Python and its
+# temporary files. A detail is text a client acts on, never a map of the server (nor a traceback).
+_ROOTS = {"app", "bin", "dev", "etc", "home", "lib", "lib64", "mnt", "nix", "opt", "private", "proc", "root"}
+_ROOTS |= {"run", "sbin", "srv", "sys", "tmp", "Users", "usr", "var", "workspace"}
+_ROOTS |= {
+    Path(place).resolve().parts[1] for place in (__file__, sys.prefix, tempfile.gettempdir(), Path.cwd())
+}
+_SEGMENT = r"[^\s/:;,()'\"<>]"
+_SERVER_PATH = re.compile(
+    rf"(?<![\w.~:/-])/(?:{'|'.join(map(re.escape, sorted(_ROOTS)))})(?!{_SEGMENT})(?:/{_SEGMENT}*)*"
+)
+
+
+def safe(text: str) -> str:
+    """`text` without a traceback, and each path on the server cut to its last name (`.../missing.onnx` still
+    says what is missing): exception text can carry either, from a library or from our own messages."""
+    text = text.split("Traceback (most recent call last)")[0].rstrip()
+    return _SERVER_PATH.sub(lambda found: ".../" + found.group().rstrip("/").rsplit("/", 1)[-1], text)
+
+
 def problem(
     status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra
 ) -> ProblemDetailsException:
@@ -70,7 +94,7 @@ def problem(
         status_code=status,
         type_="about:blank",
         title=title,
-        detail=detail,
+        detail=safe(detail),
         headers=headers,
         extra=extra or None,
     )
@@ -86,8 +110,10 @@ def plugin(settings: Settings) -> ProblemDetailsPlugin:
             detail = f"the upload is larger than the limit of {settings.max_upload_bytes:,} bytes (MAX_UPLOAD_BYTES)"
             return problem(413, "Image too large", detail)
         if isinstance(exc, ValidationException):
-            return problem(400, title, exc.detail, errors=exc.extra or [])
-        return problem(exc.status_code, title, exc.detail)
+            errors = [_safe_error(error) for error in exc.extra or []] if isinstance(exc.extra, list) else []
+            return problem(400, title, exc.detail, errors=errors)
+        # The headers too: a 405's Allow (RFC 9110), a 429's or 503's Retry-After
+        return problem(exc.status_code, title, exc.detail, headers=exc.headers)
 
     def internal(exc: Exception) -> ProblemDetailsException:
         log.error("unhandled error", exc_info=exc)
@@ -99,6 +125,13 @@ def plugin(settings: Settings) -> ProblemDetailsPlugin:
     mapping: dict = {kind: domain(*status_title) for kind, status_title in DOMAIN_ERRORS.items()}
     mapping |= {ModelNotReady: not_ready, HTTPException: http, Exception: internal}
     return ProblemDetailsPlugin(ProblemDetailsConfig(exception_to_problem_detail_map=mapping))
+
+
+def _safe_error(error):
+    """One of a validation error's `errors` ({"message", "key", "source"}), its text made safe."""
+    if isinstance(error, dict):
+        return {key: safe(value) if isinstance(value, str) else value for key, value in error.items()}
+    return safe(str(error))
 
 
 def spec(description: str) -> ResponseSpec:

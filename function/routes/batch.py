@@ -6,17 +6,15 @@ what is wrong with the request as a whole (not multipart, no files, too many, to
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import msgspec
 from litestar import Request, post
 from litestar.datastructures import UploadFile
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.status_codes import HTTP_200_OK
 
 from function import images, problems
-from function.routes.predict import TopK, client_id
+from function.routes.predict import BINARY, ClientId, TopK, client_id, multipart_operation
 from function.service import Outcome, PredictionService, RequestContext
 from function.settings import Settings
 from function.wire import PredictionResponse, Problem
@@ -36,7 +34,7 @@ class FileResult(msgspec.Struct):
         if isinstance(outcome, Outcome):
             return cls(filename, prediction=PredictionResponse.of(outcome))
         status, title = _status_of(outcome)
-        return cls(filename, problem=Problem("about:blank", title, status, str(outcome)))
+        return cls(filename, problem=Problem("about:blank", title, status, problems.safe(str(outcome))))
 
 
 class BatchResponse(msgspec.Struct):
@@ -70,14 +68,16 @@ def handlers(settings: Settings) -> list:
         ),
         responses=errors,
         request_max_body_size=settings.max_batch_bytes,
-        operation_class=_multipart_operation(settings.max_batch_files),
+        operation_class=multipart_operation(
+            Schema(type=OpenAPIType.ARRAY, items=BINARY, min_items=1, max_items=settings.max_batch_files)
+        ),
     )
     async def predict_batch(
-        request: Request, service: PredictionService, top_k: TopK = None
+        request: Request, service: PredictionService, top_k: TopK = None, x_client_id: ClientId = None
     ) -> BatchResponse:
         uploads = await _uploaded_files(request, settings)
         context = RequestContext(
-            "batch", request.headers.get("x-request-id"), top_k, client_id=client_id(request)
+            "batch", request.headers.get("x-request-id"), top_k, client_id=client_id(x_client_id)
         )
         outcomes = await service.predict_batch([data for _, data in uploads], context)
         return BatchResponse(
@@ -129,24 +129,3 @@ def _status_of(error: Exception) -> tuple[int, str]:
         if kind in problems.DOMAIN_ERRORS:
             return problems.DOMAIN_ERRORS[kind]
     raise error  # not the client's fault: the whole request becomes a 500
-
-
-def _multipart_operation(max_files: int) -> type[Operation]:
-    """The request body in the OpenAPI document (the handler reads the form itself, so Litestar cannot infer it)."""
-    binary = Schema(type=OpenAPIType.STRING, format="binary")  # type: ignore[arg-type]
-    files = Schema(type=OpenAPIType.ARRAY, items=binary, min_items=1, max_items=max_files)
-    body = RequestBody(
-        required=True,
-        content={
-            "multipart/form-data": OpenAPIMediaType(
-                schema=Schema(type=OpenAPIType.OBJECT, properties={"file": files}, required=["file"])
-            )
-        },
-    )
-
-    @dataclass
-    class MultipartOperation(Operation):
-        def __post_init__(self) -> None:
-            self.request_body = body
-
-    return MultipartOperation

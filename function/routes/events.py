@@ -9,7 +9,8 @@ failed gets 502: a retry may succeed."""
 from __future__ import annotations
 
 import msgspec
-from litestar import Request, Response, post
+from litestar import Request, Response, post, route
+from litestar.enums import HttpMethod
 
 from function import events, metrics, problems
 from function.image_urls import ImageUrls
@@ -71,4 +72,14 @@ def handlers(settings: Settings) -> list:
             message.body, status_code=200, media_type=headers.pop("content-type"), headers=headers
         )
 
-    return [receive_event]
+    return [options, receive_event]  # options first, or Litestar has made its own for the path
+
+
+@route("/", http_method=HttpMethod.OPTIONS, include_in_schema=False)
+async def options(request: Request) -> Response:
+    """OPTIONS /: Allow lists every method of the path. The page (GET /) shares it with the events, and Litestar 2
+    answers a shared path's OPTIONS with the methods of the handler registered first only (litestar#4169)."""
+    methods = {
+        method for each in request.app.routes if each.path == "/" for method in getattr(each, "methods", ())
+    }
+    return Response(None, status_code=204, headers={"Allow": ", ".join(sorted(methods))})

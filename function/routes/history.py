@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
-from litestar import Request, get, post
+from litestar import get, post
 from litestar.params import Parameter
 
 from function import problems
@@ -24,8 +24,8 @@ from function.wire import FeedbackRequest, History, HistoryEntry, Stats
 MAX_LIMIT = 100
 
 
-def own_client_id(request: Request) -> str:
-    value = predict.client_id(request)
+def own_client_id(header: str | None) -> str:
+    value = predict.client_id(header)
     if value is None:
         raise MissingClientId("send X-Client-Id: the random id this browser keeps and sends with /predict")
     return value
@@ -43,15 +43,15 @@ LOG_ERRORS = {
     responses=LOG_ERRORS,
 )
 async def predictions(
-    request: Request,
     prediction_log: PredictionLog,
     limit: Annotated[int, Parameter(ge=1, le=MAX_LIMIT, description="How many (1 to 100)")] = 20,
     before: Annotated[
         datetime | None,
         Parameter(description="Only predictions made before this time (the last page's next_before)"),
     ] = None,
+    x_client_id: predict.ClientId = None,
 ) -> History:
-    items = await prediction_log.history(own_client_id(request), limit, before)
+    items = await prediction_log.history(own_client_id(x_client_id), limit, before)
     next_before = items[-1].created_at if len(items) == limit else None
     return History([HistoryEntry.of(item) for item in items], next_before)
 
@@ -67,12 +67,12 @@ async def predictions(
     },
 )
 async def feedback(
-    request: Request,
     prediction_id: uuid.UUID,
     data: FeedbackRequest,
     prediction_log: PredictionLog,
     service: PredictionService,
     slot: ModelSlot,
+    x_client_id: predict.ClientId = None,
 ) -> None:
     classifier, _ = slot.get()
     classes = classifier.card.class_names
@@ -87,14 +87,14 @@ async def feedback(
     if not service.issued(prediction_id) and not await prediction_log.prediction_exists(prediction_id):
         raise UnknownPrediction(f"no prediction {prediction_id} was made by this service")
     at = datetime.now(UTC)
-    given = Feedback(prediction_id, data.correct, data.true_class, predict.client_id(request), at)
+    given = Feedback(prediction_id, data.correct, data.true_class, predict.client_id(x_client_id), at)
     await prediction_log.save_feedback(given)
 
 
 @get(
     "/stats",
     summary="Per model version and revision: predictions, classes, confidence, latency, feedback",
-    responses={503: LOG_ERRORS[503]},
+    responses={400: problems.spec("since or until is not an RFC 3339 time"), 503: LOG_ERRORS[503]},
 )
 async def stats(
     prediction_log: PredictionLog,

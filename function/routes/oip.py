@@ -166,7 +166,8 @@ def _exception_handlers(settings: Settings) -> dict:
     """Every error type the app turns into a problem is answered here in the protocol's form instead."""
 
     def answer(status: int, message: str, headers: dict[str, str] | None = None) -> Response[codec.Error]:
-        return Response(codec.Error(message), status_code=status, headers=headers, media_type=MediaType.JSON)
+        error = codec.Error(problems.safe(message))
+        return Response(error, status_code=status, headers=headers, media_type=MediaType.JSON)
 
     def bad_request(_: Request, exc: Exception) -> Response:
         return answer(400, str(exc))

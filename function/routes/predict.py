@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated
 
 from litestar import Request, post
 from litestar.datastructures import UploadFile
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK
 
@@ -18,6 +20,18 @@ CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 TopK = Annotated[
     int | None, Parameter(description="Answer with the N most likely classes (1 to the model's classes)")
 ]
+ClientId = Annotated[
+    str | None,
+    Parameter(
+        header="X-Client-Id",
+        required=False,
+        description="The random id a browser keeps: its history lists the predictions made with it",
+        schema_extra={
+            "pattern": f"^{CLIENT_ID.pattern}$"
+        },  # checked by client_id(), with a message that says why
+    ),
+]
+BINARY = Schema(type=OpenAPIType.STRING, format="binary")  # type: ignore[arg-type]
 
 ERRORS = {
     400: problems.spec("top_k out of range, or a query parameter of the wrong type"),
@@ -28,21 +42,45 @@ ERRORS = {
 }
 
 
+def multipart_operation(file: Schema) -> type[Operation]:
+    """The request body in the OpenAPI document, a form with the field `file` (the handlers read the form
+    themselves, so Litestar cannot infer it)."""
+    body = RequestBody(
+        required=True,
+        content={
+            "multipart/form-data": OpenAPIMediaType(
+                schema=Schema(type=OpenAPIType.OBJECT, properties={"file": file}, required=["file"])
+            )
+        },
+    )
+
+    @dataclass
+    class MultipartOperation(Operation):
+        def __post_init__(self) -> None:
+            self.request_body = body
+
+    return MultipartOperation
+
+
 @post(
     "/predict",
     status_code=HTTP_200_OK,
     summary="Classify one image (multipart field 'file')",
     responses=ERRORS,
+    operation_class=multipart_operation(BINARY),
 )
-async def predict(request: Request, service: PredictionService, top_k: TopK = None) -> PredictionResponse:
-    context = RequestContext("http", request.headers.get("x-request-id"), top_k, client_id=client_id(request))
+async def predict(
+    request: Request, service: PredictionService, top_k: TopK = None, x_client_id: ClientId = None
+) -> PredictionResponse:
+    context = RequestContext(
+        "http", request.headers.get("x-request-id"), top_k, client_id=client_id(x_client_id)
+    )
     outcome = await service.predict(await uploaded_file(request), context)
     return PredictionResponse.of(outcome)
 
 
-def client_id(request: Request) -> str | None:
+def client_id(value: str | None) -> str | None:
     """The browser's X-Client-Id, if it sent one (curl does not): its history lists this prediction."""
-    value = request.headers.get("x-client-id")
     if value is not None and not CLIENT_ID.fullmatch(value):
         raise problems.MissingClientId(
             "X-Client-Id must be a random id of 8 to 64 letters, digits, '-' or '_' that this browser keeps"
