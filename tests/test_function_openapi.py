@@ -9,16 +9,21 @@ operation (`task fuzz` runs 500); runs are derandomized and keep no example data
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from litestar.testing import TestClient
+from PIL import Image
 from schemathesis.checks import (
     allow_header_conformance,
     content_type_conformance,
@@ -28,10 +33,12 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from function import problems
 from function.app import create_app
 from function.settings import Settings
 from tests import tiny_onnx
 from tests.postgres import fresh_database
+from tests.readiness import wait_healthy
 from tests.test_function_process import launch
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
@@ -127,3 +134,110 @@ def test_every_operation_answers_as_documented(case, server):
         additional_checks=[no_internals, method_not_allowed_says_allow],
         timeout=30,
     )
+
+
+# Problem details hygiene, door by door: what a client reads never shows a traceback or where the server keeps
+# its files, whatever the exception's own text says.
+PLACE = f"{REPOSITORY}/function/secret_module.py"
+LEAKY = f'cannot read {PLACE}\nTraceback (most recent call last):\n  File "{PLACE}", line 7, in decode'
+
+
+def png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def assert_clean(response, status: int) -> str:
+    assert response.status_code == status, response.text
+    assert not INTERNALS.search(response.text), response.text
+    return response.text
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return tiny_onnx.build(tmp_path_factory.mktemp("model") / "tiny.onnx")
+
+
+@pytest.fixture
+def client(model_path, tmp_path):
+    env = {"MODEL_URI": str(model_path), "WEB_DIR": str(tmp_path / "no-web-ui-here")}
+    with TestClient(create_app(Settings.from_env(env))) as client:
+        wait_healthy(client)
+        yield client
+
+
+def test_safe_cuts_tracebacks_and_the_servers_folders_and_leaves_urls():
+    assert problems.safe(LEAKY) == "cannot read .../secret_module.py"
+    assert problems.safe("/tmp/x/model.onnx: no such file") == ".../model.onnx: no such file"
+    url = "https://images.example.com/tmp/fish/a.jpg is not under an allowed prefix"
+    assert problems.safe(url) == url
+    assert (
+        problems.safe("Validation failed for GET /predictions?limit=x")
+        == "Validation failed for GET /predictions?limit=x"
+    )
+
+
+def test_an_image_error_naming_a_path_reaches_no_door_with_it(client, monkeypatch):
+    from function import images
+
+    def leaky(data, size, max_pixels):
+        raise images.CorruptImage(LEAKY)
+
+    monkeypatch.setattr(images, "decode", leaky)
+    files = {"file": ("a.png", png(), "image/png")}
+    assert "secret_module.py" in assert_clean(client.post("/predict", files=files), 422)
+    batch = client.post("/predict/batch", files=[("file", ("a.png", png(), "image/png"))])
+    assert '"status":422' in assert_clean(batch, 200).replace(" ", "")
+    tensor = base64.b64encode(png()).decode()
+    body = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [tensor]}],
+            "parameters": {"content_type": "base64"}}  # fmt: skip
+    assert_clean(client.post("/v2/models/tiny/infer", json=body), 400)
+
+
+def test_a_pillow_error_naming_a_path_is_not_passed_on(client, monkeypatch):
+    from function import images
+
+    def open_(*args, **kwargs):
+        raise OSError(LEAKY)
+
+    monkeypatch.setattr(images.Image, "open", open_)
+    problem = assert_clean(client.post("/predict", files={"file": ("a.png", png(), "image/png")}), 422)
+    assert "truncated or corrupt" in problem
+
+
+def test_a_missing_web_ui_file_is_a_404_that_names_the_file_not_the_folder(client, tmp_path):
+    text = assert_clean(client.get("/"), 404)
+    assert "index.html" in text and str(tmp_path) not in text
+
+
+def test_an_internal_error_is_a_500_that_says_nothing_of_it_and_logs_it(client, monkeypatch, caplog):
+    from function.service import PredictionService
+
+    async def broken(self, data, context):
+        raise RuntimeError(f"boom in {PLACE}")
+
+    monkeypatch.setattr(PredictionService, "predict", broken)
+    text = assert_clean(client.post("/predict", files={"file": ("a.png", png(), "image/png")}), 500)
+    assert "boom" not in text and "the error is logged" in text
+    assert any("boom" in str(record.exc_info[1]) for record in caplog.records if record.exc_info)
+
+
+def test_litestars_own_errors_are_clean_and_a_405_says_allow(client):
+    assert_clean(client.post("/predictions/not-a-uuid/feedback", json={"correct": True}), 404)
+    assert_clean(client.get("/predictions?limit=abc", headers={"X-Client-Id": "abcdefgh"}), 400)
+    uuid = "00000000-0000-4000-8000-000000000000"
+    assert_clean(client.post(f"/predictions/{uuid}/feedback", json={"correct": "yes"}), 400)
+    response = client.get("/predict")
+    assert_clean(response, 405)
+    assert set(response.headers["allow"].split(", ")) == {"OPTIONS", "POST"}
+    assert set(client.options("/").headers["allow"].split(", ")) == {"GET", "OPTIONS", "POST"}
+
+
+def test_a_model_that_cannot_load_is_named_without_its_folder(tmp_path):
+    settings = Settings.from_env({"MODEL_URI": str(tmp_path / "missing.onnx")})
+    with TestClient(create_app(settings)) as client:
+        while "still loading" in (reason := client.get("/health").json()["reason"]):
+            time.sleep(0.02)
+        text = assert_clean(client.post("/predict", files={"file": ("a.png", png(), "image/png")}), 503)
+    assert "missing.onnx" in text and str(tmp_path) not in text and str(tmp_path) in reason
