@@ -206,9 +206,19 @@ def test_a_pillow_error_naming_a_path_is_not_passed_on(client, monkeypatch):
     assert "truncated or corrupt" in problem
 
 
-def test_a_missing_web_ui_file_is_a_404_that_names_the_file_not_the_folder(client, tmp_path):
+def test_a_missing_web_ui_file_is_a_404_that_names_the_file_not_the_folder(client, tmp_path, monkeypatch):
     text = assert_clean(client.get("/"), 404)
     assert "index.html" in text and str(tmp_path) not in text
+    # And whatever a route puts in an HTTPException's detail: the app's mapping cuts it too.
+    from litestar.exceptions import NotFoundException
+
+    from function.routes import web
+
+    def missing(self, name):
+        raise NotFoundException(f"the web UI's file {name} is not installed ({PLACE})")
+
+    monkeypatch.setattr(web.WebFiles, "asset", missing)
+    assert "(.../secret_module.py)" in assert_clean(client.get("/"), 404)
 
 
 def test_an_internal_error_is_a_500_that_says_nothing_of_it_and_logs_it(client, monkeypatch, caplog):
