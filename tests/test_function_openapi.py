@@ -52,9 +52,12 @@ INTERNALS = re.compile(
 
 # The process's configuration, and so its document: the batch limits are in the batch operation's schema.
 ENV = {"MAX_UPLOAD_BYTES": "200000", "MAX_BATCH_FILES": "4"}
-# The document the process serves, made by the same create_app in this process at collection (pytest collects
-# the operations before any fixture runs); test_the_document_is_the_one_the_process_serves holds them equal.
-DOCUMENT = create_app(Settings.from_env({**ENV, "MODEL_URI": "unused.onnx"})).openapi_schema.to_schema()
+# The document the process serves (its environment is this one's: launch() passes it on), made by the same
+# create_app here at collection, since pytest collects the operations before any fixture runs;
+# test_the_document_is_the_one_the_process_serves holds the two equal.
+DOCUMENT = create_app(
+    Settings.from_env({**os.environ, **ENV, "MODEL_URI": "unused.onnx"})
+).openapi_schema.to_schema()
 # The Open Inference Protocol's paths name the model: mostly the one served (tiny, version "local", a file's), so
 # that the infer bodies get past the 404, and otherwise whatever Schemathesis makes.
 SERVED = {"name": "tiny", "version": "local"}
