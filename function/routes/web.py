@@ -12,6 +12,7 @@ web/node_modules, not the whole of it) into TARGET: what an image puts under WEB
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
 import sys
 import threading
@@ -21,6 +22,7 @@ from pathlib import Path
 from litestar import Request, Response, get
 from litestar.exceptions import NotFoundException
 
+log = logging.getLogger("function")
 REPOSITORY_WEB = Path(__file__).resolve().parents[2] / "web"
 INDEX = "index.html"
 # Served name -> file under the web folder. Nothing else is served.
@@ -85,10 +87,9 @@ class WebFiles:
             path = self.folder / (FILES[name] if name != INDEX else INDEX)
             try:
                 body = path.read_bytes()
-            except OSError as exc:
-                raise NotFoundException(
-                    f"the web UI's file {name} is not installed ({path}): {self.hint}"
-                ) from exc
+            except OSError as exc:  # where it was looked for goes to the log, not to the client
+                log.warning("the web UI's file %s is not installed: %s", name, exc)
+                raise NotFoundException(f"the web UI's file {name} is not installed: {self.hint}") from exc
             if name == INDEX:
                 body = body.replace(b"{{static}}", f"static/{self.version()}".encode())
             self._assets[name] = Asset.of(body, path.suffix)
@@ -107,6 +108,7 @@ class WebFiles:
         try:
             return (self.folder / FILES[name]).read_bytes()
         except OSError as exc:
+            log.warning("the web UI's file %s is not installed: %s", name, exc)
             raise NotFoundException(f"the web UI's file {name} is not installed: {self.hint}") from exc
 
     @property
