@@ -2,9 +2,11 @@
 
 - Admission: at most `limit` requests that do inference (POST /predict, /predict/batch, / and /v2/.../infer) are
   in the app at once. One more is answered 503 with Retry-After at once, from bytes built in advance: no
-  routing, no body read, and its connection closes after the answer if it had a body, so nobody reads megabytes
-  that will not be used. Memory is bounded by what is admitted, not by how many clients connect. The cheap GETs
-  (/health above all: a probe must get its answer under load) are not counted.
+  routing, no body read, and its connection closes after the answer if it had a body, so nobody reads
+  megabytes that will not be used. (A client that ignores Retry-After also pays a new connection for its next
+  try: keeping small bodies' connections open let wrk ask 3.5 times as often and halved what was answered.)
+  Memory is bounded by what is admitted, not by how many clients connect. The cheap GETs (/health above all: a
+  probe must get its answer under load) are not counted.
 - Slow bodies: an admitted request whose body stops arriving for `idle_s` is answered 408; one still arriving
   after `slow_after_s` counts as slow, and at most half the slots may be slow at once (a further slow one gets its
   408 at once), so clients that trickle can hold at most half of the instance.
