@@ -4,12 +4,16 @@ The registry is read over MLflow's REST API and its artifact proxy, without the 
 
 A start with the registry unreachable serves the version cached for the same URI, and says so. An image may
 carry a read-only copy of a version (`Registry.baked`, filled at build time by `python -m function.model_source`):
-it is read instead of downloading that version, and serves when the registry is unreachable."""
+it is read instead of downloading that version, and serves when the registry is unreachable.
+
+Each cached file has its SHA-256 and size beside it (`model.onnx.sha256`), checked whenever it is used: a copy
+that a disk, a volume copy or a person has damaged is downloaded again, or named in the error when it cannot be."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import http.client
 import json
 import logging
@@ -17,15 +21,23 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+# Socket timeouts bound each connect and read; a deadline bounds a whole answer, since a registry (or a proxy in
+# front of it) that sends a byte now and then never trips a socket timeout. With a version cached, a start asks
+# the registry one question (the alias), so it settles within REST_TIMEOUT_S + REST_DEADLINE_S whatever the
+# registry does.
 REST_TIMEOUT_S = 5
+REST_DEADLINE_S = 10
 DOWNLOAD_TIMEOUT_S = 60
+DOWNLOAD_DEADLINE_S = 600
 PROXY = "/api/2.0/mlflow-artifacts/artifacts"
 URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
@@ -78,23 +90,96 @@ def fetch(uri: str, registry: Registry, cache_dir: Path) -> ModelSource:
         path = _baked(registry, name, version) or _download(registry, name, version, cache_dir)
     except _RegistryDown as exc:
         # What this pod fetched is newer news from the registry than the image's copy, which serves a fresh pod.
-        found = [f / pointer for f in (cache_dir, registry.baked) if f and (f / pointer).exists()]
-        if not found:
-            raise ModelUnavailable(
-                f"the MLflow registry is unreachable ({exc}) and no copy of {uri} is cached"
-            ) from exc
-        cached = json.loads(found[0].read_text())
-        log.warning("registry unreachable (%s): serving cached version %s of %s", exc, cached["version"], uri)
-        return ModelSource(Path(cached["path"]), uri, name, cached["version"], alias, from_cache=True)
-    _mkdir(cache_dir)
-    (cache_dir / pointer).write_text(json.dumps({"version": version, "path": str(path)}))
+        return _cached(uri, name, alias, [f / pointer for f in (cache_dir, registry.baked) if f], exc)
+    _remember(cache_dir / pointer, version, path)
     return ModelSource(path, uri, name, version, alias)
+
+
+def _cached(uri: str, name: str, alias: str | None, pointers: list[Path], down: Exception) -> ModelSource:
+    """The version an earlier start resolved `uri` to, from the first of `pointers` whose file is intact."""
+    unusable = []
+    for pointer in pointers:
+        try:
+            cached = json.loads(pointer.read_text())
+            version, path = str(cached["version"]), Path(cached["path"])
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            unusable.append(f"the record {pointer} is unreadable ({exc!r})")
+            continue
+        if damage := _damage(path):
+            unusable.append(f"the cached copy of version {version} is damaged ({damage})")
+            continue
+        log.warning("registry unreachable (%s): serving cached version %s of %s", down, version, uri)
+        return ModelSource(path, uri, name, version, alias, from_cache=True)
+    found = "; ".join(unusable) or f"no copy of {uri} is cached"
+    raise ModelUnavailable(f"the MLflow registry is unreachable ({down}) and {found}") from down
+
+
+def _remember(pointer: Path, version: str, path: Path) -> None:
+    """Which version the URI resolved to, for a start with the registry unreachable. Not writing it (a full or
+    read-only disk) costs only that fallback, not this start."""
+    record = json.dumps({"version": version, "path": str(path)}).encode()
+    try:
+        if not pointer.exists() or pointer.read_bytes() != record:
+            _write_whole(pointer, record)
+    except OSError as exc:
+        log.warning("cannot record version %s in the model cache (%s): a start with the registry unreachable "
+                    "will not find it", version, exc)  # fmt: skip
 
 
 def _baked(registry: Registry, name: str, version: str) -> Path | None:
     """The image's own copy of this version, if it has one: read from the image's layer, not downloaded."""
     path = registry.baked / name / version / "model.onnx" if registry.baked else None
-    return path if path and path.is_file() else None
+    if not path or not path.is_file():
+        return None
+    if damage := _damage(path):
+        log.warning("the image's copy of version %s of '%s' is damaged (%s): not used", version, name, damage)
+        return None
+    return path
+
+
+def _damage(path: Path) -> str | None:
+    """What is wrong with a cached model file, or None: it has the size and SHA-256 it was downloaded with. (A file
+    cached before checksums were kept has none to check; onnxruntime still checks its structure.)"""
+    try:
+        expected_sha256, expected_size = _sums(path).read_text().split()
+    except FileNotFoundError:
+        return None if path.is_file() else "the file is missing"
+    except (OSError, ValueError) as exc:
+        return f"its checksum file is unreadable: {exc}"
+    try:
+        size = path.stat().st_size
+        if size != int(expected_size):
+            return f"it has {size} bytes, not the {expected_size} it was downloaded with"
+        if _sha256(path) != expected_sha256:
+            return "its bytes changed since it was downloaded: the SHA-256 differs"
+    except OSError as exc:
+        return f"it cannot be read: {exc}"
+    return None
+
+
+def _sums(path: Path) -> Path:
+    return path.with_name(f"{path.name}.sha256")
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    """All of `data` or nothing: a full disk or a crash leaves the old file (or none), never half of the new."""
+    _mkdir(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 class _RegistryDown(Exception):
@@ -131,7 +216,10 @@ def _download(registry: Registry, name: str, version: str, cache_dir: Path) -> P
     its image slim and its start fast (the client's pydantic alone would add about 90 ms to every start)."""
     target = cache_dir / name / version / "model.onnx"
     if target.exists():
-        return target
+        if not (damage := _damage(target)):
+            return target
+        log.warning("the cached copy of version %s of '%s' is damaged (%s): downloading it again", version, name,
+                    damage)  # fmt: skip
     query = urllib.parse.urlencode({"name": name, "version": version})
     artifact_uri = _registry_field(
         registry,
@@ -142,7 +230,9 @@ def _download(registry: Registry, name: str, version: str, cache_dir: Path) -> P
     try:
         with tempfile.TemporaryDirectory(dir=_mkdir(cache_dir)) as tmp:
             downloaded = _fetch_onnx(registry, artifact_uri, Path(tmp), f"version {version} of '{name}'")
-            target.parent.mkdir(parents=True, exist_ok=True)
+            sums = f"{_sha256(downloaded)} {downloaded.stat().st_size}\n".encode()
+            # the sums before the file: a crash between the two leaves a mismatch, so a download next time
+            _write_whole(_sums(target), sums)
             downloaded.replace(target)  # same filesystem: an atomic rename, never a half-written cache entry
     except OSError as exc:  # registry reads raise _RegistryDown, so this is the cache's own disk
         raise ModelUnavailable(f"cannot write the model cache under {cache_dir}: {exc}") from exc
@@ -203,7 +293,7 @@ def _download_file(registry: Registry, path: str, target: Path, listed_size) -> 
     """Stream to `target`; a download cut short is the registry's failure, never a cache entry."""
     with _open(registry, path, DOWNLOAD_TIMEOUT_S) as response, target.open("wb") as out:
         expected = int(response.headers.get("Content-Length") or listed_size or -1)
-        while chunk := _read(response, 1 << 20):
+        for chunk in _chunks(response, DOWNLOAD_DEADLINE_S):
             out.write(chunk)
         written = out.tell()
     if expected >= 0 and written != expected:
@@ -228,17 +318,26 @@ def _registry_field(registry: Registry, path: str, keys: tuple[str, ...], not_fo
 
 def _get_json(registry: Registry, path: str):
     with _open(registry, path, REST_TIMEOUT_S) as response:
-        try:
-            return json.loads(_read(response))
-        except ValueError as exc:
-            raise _RegistryDown(f"{registry} did not answer as an MLflow registry") from exc
-
-
-def _read(response, size: int = -1) -> bytes:
+        body = b"".join(_chunks(response, REST_DEADLINE_S))
     try:
-        return response.read(size)
-    except (OSError, http.client.HTTPException) as exc:  # reset, timed out, cut-off chunked body
-        raise _RegistryDown(f"reading the registry's answer failed: {exc!r}"[:200]) from exc
+        return json.loads(body)
+    except ValueError as exc:
+        raise _RegistryDown(f"{registry} did not answer as an MLflow registry") from exc
+
+
+def _chunks(response, deadline_s: float) -> Iterator[bytes]:
+    """The body as it arrives (`read1`: whatever one read gets, so the deadline is checked between reads)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            chunk = response.read1(1 << 20)
+        except (OSError, http.client.HTTPException) as exc:  # reset, timed out, cut-off chunked body
+            raise _RegistryDown(f"reading the registry's answer failed: {exc!r}"[:200]) from exc
+        if not chunk:
+            return
+        yield chunk
+        if time.monotonic() > deadline:
+            raise _RegistryDown(f"the registry's answer did not finish within {deadline_s} s")
 
 
 @contextlib.contextmanager

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -23,12 +26,41 @@ class Postgres:
         args = ["-w", "-o", '-h ""', "-o", f"-k {self._socket_dir}", "-l", str(self._server.log), "start"]
         pg_ctl(args, pgdata=self._server.pgdata, user=self._server.system_user)
 
+    def kill(self) -> None:
+        """SIGKILL the postmaster and all its children at once, as an OOM kill or a lost node does: no shutdown,
+        no checkpoint, connections cut mid-statement. The next start() runs crash recovery."""
+        postmaster = int((Path(self._server.pgdata) / "postmaster.pid").read_text().split()[0])
+        os.kill(postmaster, signal.SIGSTOP)  # no new backends forked while the family is listed
+        family = [postmaster, *_children(postmaster)]
+        for pid in family:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in family):
+            assert time.monotonic() < deadline, "PostgreSQL's processes were not reaped after SIGKILL"
+            time.sleep(0.02)
+
     def close(self) -> None:
         self._server.cleanup()
         # pgserver stops only the postmaster it started; one started again by start() would outlive the tests.
         if (Path(self._server.pgdata) / "postmaster.pid").exists():
             with contextlib.suppress(Exception):
                 self.stop()
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # the command name in parentheses may hold spaces: the fields after its closing one are plain
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Until its parent (init) has reaped it: PostgreSQL takes a zombie's pid in postmaster.pid for a live server."""
+    return Path(f"/proc/{pid}").exists()
 
 
 @contextlib.contextmanager
