@@ -82,10 +82,7 @@ class Admission:
         if self.admitted >= self.limit:
             return await self._shed(scope, send)
         self.admitted += 1
-        try:
-            await _Admitted(self, receive, send).run(scope)
-        finally:
-            self.admitted -= 1
+        await _Admitted(self, receive, send).run(scope)
 
     async def _shed(self, scope, send) -> None:
         metrics.SHED_REQUESTS.inc()
@@ -99,8 +96,10 @@ class Admission:
 
 
 class _Admitted:
-    """One admitted request: its body read under the slow-body rules, its answer given the security headers, and
-    replaced by a 408 if the body timed out (the app then sees a disconnect and answers an error of its own)."""
+    """One admitted request, holding its slot: its body read under the slow-body rules, its answer given the
+    security headers, and replaced by a 408 if the body timed out (the app then sees a disconnect and answers an
+    error of its own). The slot is given back as the answer's last bytes go out, not when the app returns (Litestar
+    still has work after it): else a client that sends its next request at once could find its own slot taken."""
 
     def __init__(self, door: Admission, receive, send):
         self.door, self._receive, self._send = door, receive, send
@@ -108,15 +107,21 @@ class _Admitted:
         self.body_done = False
         self.slow = False
         self.timed_out = False
+        self.holding = True
 
     async def run(self, scope) -> None:
         try:
             await self.door.app(scope, self.receive, self.send)
         finally:
-            if self.slow:
-                self.door.slow -= 1
+            self.release()
         if self.timed_out:
             await self.door.timed_out(self._send)
+
+    def release(self) -> None:
+        if self.holding:
+            self.holding = False
+            self.door.admitted -= 1
+            self.door.slow -= self.slow
 
     async def receive(self) -> dict:
         if self.body_done or self.timed_out:
@@ -141,6 +146,8 @@ class _Admitted:
     async def send(self, message: dict) -> None:
         if self.timed_out:
             return  # the app's answer to the disconnect: the 408 goes instead, once the app is done
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.release()
         await self._send(_add_security_headers(message))
 
 
