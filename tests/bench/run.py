@@ -8,7 +8,11 @@ infer at concurrency 8, and /predict/batch with 8 files at concurrency 1 and 2. 
 flight: 8 files at c=1 against /predict at c=8.
 
 "function fp32, no UI" is function fp32 with WEB_UI=off (no page routes), started and loaded in the same
-interleaved rounds: its ratios to function fp32 are what serving the web UI costs cold start and /predict."""
+interleaved rounds: its ratios to function fp32 are what serving the web UI costs cold start and /predict.
+
+After the rounds, function fp32 is overloaded (tests/bench/overload.py): wrk c=256 for 60 s (BENCH_OVERLOAD_SECONDS
+for a shorter trial) with each photo, against its c=8 peak on the same photo: answered rate, 503s with
+Retry-After, other statuses, socket errors and timeouts, admitted requests' latency and peak RSS."""
 
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ from function import images
 from function.classifier import Classifier
 from function.model_source import Registry, fetch
 from function.settings import Settings, available_cpus
+from tests.bench import overload
 from tests.models import register_keras
 from tests.postgres import Postgres
 
@@ -94,7 +99,12 @@ def main() -> int:
                     add(samples.setdefault(name, {}), limit.measure(photos))
         for name, running_server in running.items():
             samples[name]["peak RSS MB"] = [running_server.peak_rss_mb()]
+        fp32 = running["function fp32"]
+        what = f"c={overload.CONNECTIONS}, {overload.SECONDS} s a photo"
+        with console.status(f"Overload: function fp32, {what}…"):
+            overloaded = overload.measure(fp32.port, fp32.process.pid, photos, multipart)
         print_table({name: summarize(figures) for name, figures in samples.items()}, doors)
+        overload.print_overload(overloaded, Console(width=160))
     finally:
         for running_server in running.values():
             running_server.stop()
