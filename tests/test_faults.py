@@ -338,10 +338,11 @@ def test_sigterm_while_the_model_loads_exits_within_the_grace_period(model_bytes
 
 
 def large_png(shade: int) -> bytes:
-    """Slow enough to decode (about 0.1 s) that requests wait for the one worker."""
-    pixels = np.fromfunction(lambda y, x, c: (x * 3 + y * 5 + c * 70 + shade) % 256, (2500, 2500, 3))
+    """Slow enough to decode (about 0.3 s) that requests wait for the one worker."""
+    y, x, c = np.ogrid[:3000, :3000, :3]
+    pixels = ((x * 3 + y * 5 + c * 70 + shade) % 256).astype(np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(pixels.astype(np.uint8)).save(buffer, "PNG", compress_level=1)
+    Image.fromarray(pixels).save(buffer, "PNG", compress_level=1)
     return buffer.getvalue()
 
 
@@ -352,16 +353,16 @@ def in_progress(url: str) -> float:
 
 
 def test_sigterm_with_requests_waiting_for_a_worker_answers_and_logs_them_all(model_path, database, tmp_path):
-    grace_s, waiting = 20.0, 10
+    grace_s, waiting = 20.0, 6
     function = Function(tmp_path, MODEL_URI=str(model_path), DATABASE_URL=database, WORKERS="1",
-                        SHUTDOWN_GRACE_SECONDS=str(grace_s))  # fmt: skip
+                        MAX_CONCURRENT_REQUESTS="32", SHUTDOWN_GRACE_SECONDS=str(grace_s))  # fmt: skip
     images = [large_png(i) for i in range(waiting)]
-    answers: list[tuple[int, str, float]] = []
+    answers: list[tuple[int, dict, float]] = []
 
     def client(image: bytes) -> None:
         with httpx.Client(timeout=60) as http:
             response = predict(http, function.url, image)
-            answers.append((response.status_code, response.text, time.monotonic()))
+            answers.append((response.status_code, response.json(), time.monotonic()))
 
     try:
         function.wait_serving()
@@ -381,6 +382,6 @@ def test_sigterm_with_requests_waiting_for_a_worker_answers_and_logs_them_all(mo
     assert took_s < grace_s, took_s
     assert [status for status, _, _ in answers] == [200] * waiting, answers
     assert sum(at > sent for _, _, at in answers) >= waiting // 2  # most were still waiting at SIGTERM
-    ids = {httpx.Response(200, text=text).json()["prediction_id"] for _, text, _ in answers}
+    ids = {body["prediction_id"] for _, body, _ in answers}
     rows, distinct, logged_ids = logged(database)
     assert rows == distinct == waiting and logged_ids == ids
