@@ -73,3 +73,13 @@ def test_web_ui_is_on_by_default_and_takes_on_off_spellings(value, expected):
 def test_a_bad_switch_value_says_which_variable_and_what_it_takes():
     with pytest.raises(ValueError, match=r"WEB_UI must be on or off \(or true/false, 1/0\), not 'maybe'"):
         Settings.from_env({"WEB_UI": "maybe"})
+
+
+def test_admission_defaults_follow_the_cpus_and_can_be_set():
+    defaults = Settings.from_env({})
+    assert defaults.max_concurrent_requests == 4 * available_cpus()  # 8 on 2 cores: the measured knee
+    assert (defaults.body_idle_timeout_s, defaults.slow_upload_s, defaults.header_timeout_s) == (30, 5, 20)
+    chosen = Settings.from_env({"MAX_CONCURRENT_REQUESTS": "3", "BODY_IDLE_TIMEOUT_SECONDS": "10",
+                                "SLOW_UPLOAD_SECONDS": "2", "HEADER_TIMEOUT_SECONDS": "5"})  # fmt: skip
+    assert (chosen.max_concurrent_requests, chosen.body_idle_timeout_s) == (3, 10)
+    assert (chosen.slow_upload_s, chosen.header_timeout_s) == (2, 5)
