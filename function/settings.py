@@ -48,9 +48,11 @@ class Settings:
     # worker waits for the GIL (2 cores, fp32 MobileNetV2, concurrency 8: 154-158 req/s with 2, 166-191 with 3).
     workers: int = 0
     # Inference requests (POST /predict, /predict/batch, /, /v2/.../infer) in the app at once; more are answered
-    # 503 + Retry-After at once, their bodies unread. 0: four a CPU. On 2 cores (3 workers) fp32 MobileNetV2's
-    # throughput peaks at concurrency 8 (the knee; more only queues: latency grows, throughput does not), so 8
-    # keeps every worker fed with the next request's body already read, and bounds memory to 8 bodies.
+    # 503 + Retry-After at once, their bodies unread. 0: six a CPU. On 2 cores (3 workers) fp32 MobileNetV2's
+    # throughput peaks at concurrency 8 (the knee: past it latency grows, throughput does not), 4 a CPU; half as
+    # many again so that load at the knee is never refused (wrk c=8 at a limit of 8 saw 503s: a client that gives
+    # up on a slow answer sends its next request while the server still works on the old one), at a cost of
+    # 4/throughput in latency (25 ms for 640x480 photos) and 4 more bodies in memory.
     max_concurrent_requests: int = 0
     # An admitted request's body: answered 408 when no byte came for this long (a phone on a slow link still
     # sends something every few seconds; 30 s of silence is a dead or hostile connection) ...
@@ -71,7 +73,7 @@ class Settings:
         # frozen: the "0 means from the CPUs" defaults are resolved here, once, for every way of building one
         object.__setattr__(self, "threads", self.threads or available_cpus())
         object.__setattr__(self, "workers", self.workers or available_cpus() + 1)
-        admitted = self.max_concurrent_requests or 4 * available_cpus()
+        admitted = self.max_concurrent_requests or 6 * available_cpus()
         object.__setattr__(self, "max_concurrent_requests", admitted)
 
     @property

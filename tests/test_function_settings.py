@@ -77,7 +77,7 @@ def test_a_bad_switch_value_says_which_variable_and_what_it_takes():
 
 def test_admission_defaults_follow_the_cpus_and_can_be_set():
     defaults = Settings.from_env({})
-    assert defaults.max_concurrent_requests == 4 * available_cpus()  # 8 on 2 cores: the measured knee
+    assert defaults.max_concurrent_requests == 6 * available_cpus()  # 12 on 2 cores: the knee (8) + half
     assert (defaults.body_idle_timeout_s, defaults.slow_upload_s, defaults.header_timeout_s) == (30, 5, 20)
     chosen = Settings.from_env({"MAX_CONCURRENT_REQUESTS": "3", "BODY_IDLE_TIMEOUT_SECONDS": "10",
                                 "SLOW_UPLOAD_SECONDS": "2", "HEADER_TIMEOUT_SECONDS": "5"})  # fmt: skip
