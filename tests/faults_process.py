@@ -79,8 +79,9 @@ class Function:
 
     def wait_unavailable(self, timeout_s: float = 120) -> str:
         """The reason /health gives once loading has failed (not while it is still loading)."""
-        body = self.wait_health(lambda status, body: status == 503 and "still loading" not in body["reason"],
-                                "the load to fail", timeout_s)  # fmt: skip
+        body = self.wait_health(lambda status, body: status == 200 or "still loading" not in body["reason"],
+                                "the load to end", timeout_s)  # fmt: skip
+        assert body["status"] == "unavailable", body
         return body["reason"]
 
     def stop(self, timeout_s: float = 60) -> int:
