@@ -1,8 +1,8 @@
 """The front door: what every request meets before Litestar routes it (a pure ASGI layer, outermost).
 
 - Admission: at most `limit` requests that do inference (POST /predict, /predict/batch, / and /v2/.../infer) are
-  in the app at once. One more is answered 503 with Retry-After at once, from bytes built in advance: no
-  routing, no body read, and its connection closes after the answer if it had a body, so nobody reads
+  in the app at once. One more is answered 503 with Retry-After after a short pause (SHED_DELAY_SECONDS, a
+  timer: no work), from bytes built in advance: no routing, no body read, and its connection closes after the answer if it had a body, so nobody reads
   megabytes that will not be used. (A client that ignores Retry-After also pays a new connection for its next
   try: keeping small bodies' connections open let wrk ask 3.5 times as often and halved what was answered.)
   Memory is bounded by what is admitted, not by how many clients connect. The cheap GETs (/health above all: a
@@ -63,8 +63,9 @@ def has_body(scope: dict) -> bool:
 
 
 class Admission:
-    def __init__(self, app, limit: int, idle_s: float, slow_after_s: float):
+    def __init__(self, app, limit: int, idle_s: float, slow_after_s: float, shed_delay_s: float = 0.0):
         self.app, self.limit, self.idle_s, self.slow_after_s = app, limit, idle_s, slow_after_s
+        self.shed_delay_s = shed_delay_s
         self.slow_limit = max(1, limit // 2)
         self.admitted = 0  # only the event loop touches these
         self.slow = 0
@@ -86,6 +87,9 @@ class Admission:
 
     async def _shed(self, scope, send) -> None:
         metrics.SHED_REQUESTS.inc()
+        if self.shed_delay_s:
+            # A timer, no work: a client that asks again at once cannot make refusing its main work
+            await asyncio.sleep(self.shed_delay_s)
         await send(_head(503, self._shed_body, has_body(scope), self._retry_after))
         await send({"type": "http.response.body", "body": self._shed_body})
 

@@ -20,6 +20,13 @@ from function.service import PredictionService
 from function.settings import BODY_SLACK_BYTES, Settings
 
 
+class Metrics(PrometheusController):
+    """For Prometheus, in its text format: not an API operation, so not in the OpenAPI document (Litestar's
+    controller would be documented as JSON)."""
+
+    include_in_schema = False
+
+
 def create_app(
     settings: Settings,
     prediction_log: PredictionLog | None = None,
@@ -59,7 +66,7 @@ def create_app(
             *(web.handlers(settings) if settings.web_ui else []),
             status.health,
             status.model_info,
-            PrometheusController,
+            Metrics,
         ],
         dependencies={
             "service": provide(service),
@@ -78,5 +85,6 @@ def create_app(
     app.state.model_slot = slot
     # Outermost, inside Litestar's own entry point: a refused request costs no routing and no body read.
     app.asgi_handler = Admission(app.asgi_handler, settings.max_concurrent_requests,
-                                 settings.body_idle_timeout_s, settings.slow_upload_s)  # fmt: skip
+                                 settings.body_idle_timeout_s, settings.slow_upload_s,
+                                 settings.shed_delay_s)  # fmt: skip
     return app

@@ -237,3 +237,37 @@ def test_headers_past_the_limit_are_refused(model_path, size):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_a_refusal_waits_its_retry_after_on_a_timer_and_never_reaches_the_app():
+    """The pause before a 503 is what keeps clients that ignore Retry-After from making refusals the instance's
+    work: without it they ask again at once, thousands of times a second."""
+    import asyncio
+
+    from function.admission import Admission
+
+    reached = []
+
+    async def app(scope, receive, send):
+        reached.append(scope["path"])
+
+    async def refuse() -> tuple[float, list[dict]]:
+        sent: list[dict] = []
+
+        async def send(message):
+            sent.append(message)
+
+        async def receive():
+            raise AssertionError("a refused request's body is never read")
+
+        door = Admission(app, limit=0, idle_s=30, slow_after_s=5, shed_delay_s=0.3)
+        scope = {"type": "http", "method": "POST", "path": "/predict",
+                 "headers": [(b"content-length", b"5000000")]}  # fmt: skip
+        started = time.monotonic()
+        await door(scope, receive, send)
+        return time.monotonic() - started, sent
+
+    waited, sent = asyncio.run(refuse())
+    assert waited >= 0.3 and reached == []
+    headers = dict(sent[0]["headers"])
+    assert sent[0]["status"] == 503 and headers[b"retry-after"] == b"1" and headers[b"connection"] == b"close"

@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from litestar import Request, Response, get
+from litestar import MediaType, Request, Response, get
 from litestar.exceptions import NotFoundException
 
 log = logging.getLogger("function")
@@ -132,11 +132,12 @@ def handlers(settings, folder: Path | None = None) -> list:
     repository's web/."""
     files = WebFiles(folder or getattr(settings, "web_dir", None) or REPOSITORY_WEB)
 
-    @get("/", summary="The web UI", sync_to_thread=True, include_in_schema=True)
+    @get("/", summary="The web UI", sync_to_thread=True, media_type=MediaType.HTML)
     def page(request: Request) -> Response:
         return answer(request, files.asset(INDEX), "no-cache", PAGE_HEADERS)
 
-    @get("/static/{version:str}/{name:path}", summary="The web UI's scripts and styles", sync_to_thread=True)
+    # Files for the page, not an API: left out of the OpenAPI document (one operation cannot say CSS or script)
+    @get("/static/{version:str}/{name:path}", sync_to_thread=True, include_in_schema=False)
     def static(request: Request, version: str, name: str) -> Response:
         name = name.lstrip("/")
         if name not in FILES:
