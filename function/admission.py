@@ -44,6 +44,10 @@ def _head(status: int, body: bytes, close: bool, *extra: tuple[bytes, bytes]) ->
     return {"type": "http.response.start", "status": status, "headers": headers}
 
 
+# Refusals held on their pause at once; past this they are answered at once. A held connection keeps up to
+# 64 KiB of its unread body in uvicorn's buffer (its flow control stops reading there): 256 hold at most 16 MiB.
+MAX_HELD_REFUSALS = 256
+
 DOORS = frozenset(("/predict", "/predict/batch", "/"))
 
 
@@ -63,9 +67,11 @@ def has_body(scope: dict) -> bool:
 
 
 class Admission:
-    def __init__(self, app, limit: int, idle_s: float, slow_after_s: float, shed_delay_s: float = 0.0):
+    def __init__(self, app, limit: int, idle_s: float, slow_after_s: float, shed_delay_s: float = 0.0,
+                 max_held: int = MAX_HELD_REFUSALS):  # fmt: skip
         self.app, self.limit, self.idle_s, self.slow_after_s = app, limit, idle_s, slow_after_s
-        self.shed_delay_s = shed_delay_s
+        self.shed_delay_s, self.max_held = shed_delay_s, max_held
+        self.held = 0
         self.slow_limit = max(1, limit // 2)
         self.admitted = 0  # only the event loop touches these
         self.slow = 0
@@ -87,9 +93,13 @@ class Admission:
 
     async def _shed(self, scope, send) -> None:
         metrics.SHED_REQUESTS.inc()
-        if self.shed_delay_s:
+        if self.shed_delay_s and self.held < self.max_held:
             # A timer, no work: a client that asks again at once cannot make refusing its main work
-            await asyncio.sleep(self.shed_delay_s)
+            self.held += 1
+            try:
+                await asyncio.sleep(self.shed_delay_s)
+            finally:
+                self.held -= 1
         await send(_head(503, self._shed_body, has_body(scope), self._retry_after))
         await send({"type": "http.response.body", "body": self._shed_body})
 

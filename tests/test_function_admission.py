@@ -269,5 +269,21 @@ def test_a_refusal_waits_its_retry_after_on_a_timer_and_never_reaches_the_app():
 
     waited, sent = asyncio.run(refuse())
     assert waited >= 0.3 and reached == []
+
+    async def two_refused_with_room_to_hold_one() -> list[float]:
+        door = Admission(app, limit=0, idle_s=30, slow_after_s=5, shed_delay_s=0.3, max_held=1)
+        scope = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
+        answered: list[float] = []
+        started = time.monotonic()
+
+        async def send(message):
+            if message["type"] == "http.response.body":
+                answered.append(time.monotonic() - started)
+
+        await asyncio.gather(door(scope, None, send), door(scope, None, send))
+        return answered
+
+    quick, held = asyncio.run(two_refused_with_room_to_hold_one())
+    assert quick < 0.1 and held >= 0.3  # past the cap a refusal is answered at once: held buffers stay bounded
     headers = dict(sent[0]["headers"])
     assert sent[0]["status"] == 503 and headers[b"retry-after"] == b"1" and headers[b"connection"] == b"close"
