@@ -173,6 +173,9 @@ def _write_whole(path: Path, data: bytes) -> None:
     _mkdir(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        # mkstemp makes the file 0600: a cache baked into an image by root must stay readable by the user the
+        # container runs as (10001), as every other cached file is
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as file:
             file.write(data)
         os.replace(tmp, path)
