@@ -284,6 +284,7 @@ def test_a_refusal_waits_its_retry_after_on_a_timer_and_never_reaches_the_app():
         return answered
 
     quick, held = asyncio.run(two_refused_with_room_to_hold_one())
-    assert quick < 0.1 and held >= 0.3  # past the cap a refusal is answered at once: held buffers stay bounded
+    # past the cap a refusal is answered at once: held buffers stay bounded
+    assert quick < 0.1 and held >= 0.3
     headers = dict(sent[0]["headers"])
     assert sent[0]["status"] == 503 and headers[b"retry-after"] == b"1" and headers[b"connection"] == b"close"
