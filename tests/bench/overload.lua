@@ -1,16 +1,7 @@
 -- wrk script: POST the file named by BENCH_IMAGE to /predict as post.lua does, counting each answer's status and
 -- whether a 503 carried Retry-After (response() runs in each thread; done() adds the threads' counts up).
-local path = os.getenv("BENCH_IMAGE")
-local f = assert(io.open(path, "rb"))
-local image = f:read("*all")
-f:close()
-local boundary = "benchboundary7MA4YWxkTrZu0gW"
-wrk.method = "POST"
-wrk.path = "/predict"
-wrk.headers["Content-Type"] = "multipart/form-data; boundary=" .. boundary
-wrk.body = "--" .. boundary .. "\r\n"
-  .. 'Content-Disposition: form-data; name="file"; filename="fish.jpg"\r\n'
-  .. "Content-Type: image/jpeg\r\n\r\n" .. image .. "\r\n--" .. boundary .. "--\r\n"
+-- post.lua's request (BENCH_SCRIPTS: this folder); its done() is replaced below.
+dofile(os.getenv("BENCH_SCRIPTS") .. "/post.lua")
 
 local threads = {}
 

@@ -58,7 +58,7 @@ def _wrk(url: str, photo: Path, connections: int, seconds: int, timeout: str = "
     done = subprocess.run(
         ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "--timeout", timeout, "--latency",
          "-s", str(HERE / "overload.lua"), url],
-        env={**os.environ, "BENCH_IMAGE": str(photo)}, capture_output=True, text=True, check=True,
+        env={**os.environ, "BENCH_IMAGE": str(photo), "BENCH_SCRIPTS": str(HERE)}, capture_output=True, text=True, check=True,
     )  # fmt: skip
     lines = done.stdout.splitlines()
     requests, duration_us, connect, read, write, timeouts, p99 = next(
@@ -109,14 +109,19 @@ class Probe(threading.Thread):
             connection.close()
 
 
-def _admitted_histogram(port: int) -> dict[float, float]:
-    """Cumulative counts of POST /predict 200s by upper bound (seconds), from the function's /metrics."""
+def metrics_text(port: int) -> str:
+    """The function's /metrics (Prometheus text)."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         connection.request("GET", "/metrics")
-        text = connection.getresponse().read().decode()
+        return connection.getresponse().read().decode()
     finally:
         connection.close()
+
+
+def _admitted_histogram(port: int) -> dict[float, float]:
+    """Cumulative counts of POST /predict 200s by upper bound (seconds), from the function's /metrics."""
+    text = metrics_text(port)
     found = re.findall(r'^http_request_duration_seconds_bucket\{[^}]*le="([^"]+)"[^}]*path="/predict"[^}]*'
                        r'status_code="200"\} (\S+)$', text, re.MULTILINE)  # fmt: skip
     return {float(bound): float(count) for bound, count in found}

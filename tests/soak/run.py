@@ -13,7 +13,6 @@ tests/soak/last-run.json, the plot to docs/soak.png."""
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from rich.console import Console
 
 from convert.demo import mlflow_server
 from function.settings import Settings
+from tests.bench.overload import metrics_text
 from tests.bench.run import Server, function_command, function_environment, make_photos, prepare_models
 from tests.postgres import Postgres
 from tests.soak import figures, plot
@@ -157,12 +157,7 @@ def drained_rows(port: int, database_url: str, client_id: str) -> tuple[int, dic
 
 
 def prediction_log_metrics(port: int) -> dict[str, float]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request("GET", "/metrics")
-        text = connection.getresponse().read().decode()
-    finally:
-        connection.close()
+    text = metrics_text(port)
     return {
         name: float(value)
         for name, _, value in (line.partition(" ") for line in text.splitlines())
