@@ -34,7 +34,7 @@ SECURITY_HEADERS = [
 HTML_CSP = (b"content-security-policy", b"frame-ancestors 'none'")
 
 
-def _problem(status: int, title: str, detail: str) -> bytes:
+def problem_json(status: int, title: str, detail: str) -> bytes:
     return json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail}).encode()
 
 
@@ -75,9 +75,9 @@ class Admission:
         self.slow_limit = max(1, limit // 2)
         self.admitted = 0  # only the event loop touches these
         self.slow = 0
-        self._shed_body = _problem(503, "At capacity", f"this instance is answering as many requests as it can "
+        self._shed_body = problem_json(503, "At capacity", f"this instance is answering as many requests as it can "
                                    f"({limit} at once, MAX_CONCURRENT_REQUESTS); retry in a second")  # fmt: skip
-        self._timeout_body = _problem(408, "Upload too slow", "the request body stopped arriving or came too "
+        self._timeout_body = problem_json(408, "Upload too slow", "the request body stopped arriving or came too "
                                       "slowly; send it again")  # fmt: skip
         self._retry_after = (b"retry-after", b"1")
 

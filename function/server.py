@@ -14,6 +14,7 @@ from types import FrameType
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from function.admission import SECURITY_HEADERS, problem_json
 from function.lifecycle import Shutdown
 
 log = logging.getLogger("function")
@@ -21,6 +22,11 @@ log = logging.getLogger("function")
 CLOSE = (b"connection", b"close")
 # Request line and headers, all of them: nginx's default allows 4 buffers of 8 KiB; httptools has no limit at all.
 MAX_HEADER_BYTES = 64 * 1024
+HEADERS_TOO_LARGE = f"the request line and headers exceed {MAX_HEADER_BYTES // 1024} KiB"
+
+
+class HeadersTooLarge(Exception):
+    pass
 
 
 class DrainingServer(uvicorn.Server):
@@ -73,21 +79,28 @@ class GuardedHttpTools(HttpToolsProtocol):
         self.header_timeout_s = header_timeout_s
         self._header_timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0
+        self._headers_too_large = False
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         self._await_headers()
 
     def data_received(self, data: bytes) -> None:
+        # Two checks. Bytes received while the headers are still incomplete after parsing: headers that never
+        # end (httptools would buffer them without limit). And the parsed headers' own size, once complete: one
+        # read (up to 256 KiB) can hold both large headers and small ones with the start of a large body.
         if self._header_timer is not None:
-            if self._header_bytes > MAX_HEADER_BYTES:
-                self.send_400_response("Request headers too large.")
-                return
             self._header_bytes += len(data)
         super().data_received(data)
+        too_large = self._header_timer is not None and self._header_bytes > MAX_HEADER_BYTES
+        if too_large and not self.transport.is_closing():
+            self.send_400_response(HEADERS_TOO_LARGE)
 
     def on_headers_complete(self) -> None:
         self._stop_waiting()
+        if len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers) > MAX_HEADER_BYTES:
+            self._headers_too_large = True
+            raise HeadersTooLarge  # stops the parser: uvicorn answers 400 (send_400_response, below)
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
@@ -98,6 +111,20 @@ class GuardedHttpTools(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_waiting()
         super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's own 400, for bytes httptools cannot parse or headers past the limit, answered as the app
+        answers: a problem detail with the security headers (uvicorn's is plain text with neither)."""
+        body = problem_json(400, "Bad Request", HEADERS_TOO_LARGE if self._headers_too_large else msg)
+        headers = [*(h for h in self.server_state.default_headers if h != CLOSE),
+                   (b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode()),
+                   *SECURITY_HEADERS, CLOSE]  # fmt: skip
+        lines = [
+            b"HTTP/1.1 400 Bad Request\r\n",
+            *(name + b": " + value + b"\r\n" for name, value in headers),
+        ]
+        self.transport.write(b"".join([*lines, b"\r\n", body]))
+        self.transport.close()
 
     def _await_headers(self) -> None:
         self._stop_waiting()

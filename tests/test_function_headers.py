@@ -4,6 +4,10 @@ and none says which server answered. The page keeps its own CSP."""
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import json
+import socket
 import uuid
 
 import httpx
@@ -77,6 +81,40 @@ def test_the_shed_503_carries_them(server):
         assert_secured({name: values[0] for name, values in answer.headers.items()}, "shed 503")
     finally:
         held.sock.close()
+
+
+@pytest.mark.parametrize(
+    ("sent", "detail"),
+    [(b"NOT HTTP AT ALL\r\n\r\n", "Invalid HTTP request received."),
+     (b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n", "exceed 64 KiB")],
+    ids=["unparsable", "headers too large"],
+)  # fmt: skip
+def test_the_servers_own_400_is_a_problem_with_them_too(server, sent, detail):
+    """uvicorn answers these before any app code runs (function.server replaces its plain-text 400)."""
+    with socket.create_connection(("127.0.0.1", server)) as sock:
+        sock.settimeout(10)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(sent)
+        answer = http.client.HTTPResponse(sock)
+        answer.begin()
+        body = json.loads(answer.read())
+    assert (answer.status, body["status"]) == (400, 400) and detail in body["detail"]
+    assert answer.getheader("content-type") == "application/problem+json"
+    assert answer.getheader("connection") == "close"
+    assert_secured({name.lower(): value for name, value in answer.getheaders()}, detail)
+
+
+def test_small_headers_with_a_large_body_in_one_read_are_not_taken_for_large_headers(server):
+    """The header limit counts the headers only, though the first read holds the body's start too."""
+    body, content_type = multipart(b"x" * 300_000)
+    head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server)) as sock:
+        sock.settimeout(10)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(head.encode() + body)
+        answer = http.client.HTTPResponse(sock)
+        answer.begin()
+    assert answer.status == 413  # the fixture's MAX_UPLOAD_BYTES, not the 400 for headers
 
 
 @pytest.mark.skipif(not (web.REPOSITORY_WEB / "node_modules").exists(), reason="npm ci in web/ first")
