@@ -10,7 +10,8 @@
 - Slow bodies: an admitted request whose body stops arriving for `idle_s` is answered 408; one still arriving
   after `slow_after_s` counts as slow, and at most half the slots may be slow at once (a further slow one gets its
   408 at once), so clients that trickle can hold at most half of the instance.
-- Security headers on every answer, the app's own (the page's CSP, say) kept where it set them."""
+- Security headers on every answer, the app's own (the page's CSP, say) kept where it set them.
+- HEAD is answered as GET, without the body."""
 
 from __future__ import annotations
 
@@ -84,6 +85,10 @@ class Admission:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if scope["method"] == "HEAD":
+            # Litestar routes no HEAD, but uptime checkers and `curl -I` ask it: GET's answer, whose body uvicorn
+            # does not send (it knows the request was a HEAD)
+            scope = {**scope, "method": "GET"}
         if not counted(scope):
             return await self.app(scope, receive, secured(send))
         if self.admitted >= self.limit:

@@ -72,6 +72,17 @@ def test_errors_carry_them_too(server):
         assert answer.headers["content-type"] == "application/problem+json"
 
 
+def test_head_is_answered_as_get_without_the_body(server):
+    with httpx.Client(base_url=f"http://127.0.0.1:{server}", timeout=30) as http:
+        got, head = http.get("/model_info"), http.head("/model_info")
+        head_of_a_post_route = http.head("/predict")
+    assert (got.status_code, head.status_code) == (200, 200) and head.content == b""
+    assert head.headers["content-length"] == str(len(got.content))
+    assert head.headers["content-type"] == got.headers["content-type"]
+    assert_secured(head.headers, "HEAD")
+    assert head_of_a_post_route.status_code == 405 and "POST" in head_of_a_post_route.headers["allow"]
+
+
 def test_the_shed_503_carries_them(server):
     held = Trickle(server, png_bytes())  # holds the one slot
     try:
