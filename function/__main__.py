@@ -11,15 +11,15 @@ import sys
 
 from function.lifecycle import BudgetTooSmall, Shutdown
 from function.model_slot import ModelSlot
-from function.settings import Settings
+from function.settings import BadSetting, Settings
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings.from_env(os.environ)
-    try:
+    try:  # a setting that cannot be used: one line that names it, not a traceback
+        settings = Settings.from_env(os.environ)
         shutdown = Shutdown(settings.shutdown_grace_s, settings.shutdown_drain_s)
-    except BudgetTooSmall as exc:
+    except (BadSetting, BudgetTooSmall) as exc:
         sys.exit(f"fish-function: {exc}")
     slot = ModelSlot().start(settings)
 

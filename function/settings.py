@@ -96,7 +96,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         return cls(
             host=env.get("HOST", cls.host),
-            port=int(env.get("PORT", cls.port)),
+            port=whole(env, "PORT", cls.port),
             model_uri=env.get("MODEL_URI", cls.model_uri),
             tracking_uri=env.get("MLFLOW_TRACKING_URI"),
             tracking_token=env.get("MLFLOW_TRACKING_TOKEN"),
@@ -105,33 +105,61 @@ class Settings:
             database_url=env.get("DATABASE_URL") or None,
             cache_dir=Path(env.get("MODEL_CACHE_DIR", cls.cache_dir)),
             baked_dir=Path(env["MODEL_BAKED_DIR"]) if env.get("MODEL_BAKED_DIR") else None,
-            max_upload_bytes=int(env.get("MAX_UPLOAD_BYTES", cls.max_upload_bytes)),
-            max_pixels=int(env.get("MAX_IMAGE_PIXELS", cls.max_pixels)),
-            max_batch_files=int(env.get("MAX_BATCH_FILES", cls.max_batch_files)),
-            max_batch_bytes=int(env.get("MAX_BATCH_BYTES", cls.max_batch_bytes)),
+            max_upload_bytes=whole(env, "MAX_UPLOAD_BYTES", cls.max_upload_bytes),
+            max_pixels=whole(env, "MAX_IMAGE_PIXELS", cls.max_pixels),
+            max_batch_files=whole(env, "MAX_BATCH_FILES", cls.max_batch_files),
+            max_batch_bytes=whole(env, "MAX_BATCH_BYTES", cls.max_batch_bytes),
             image_url_allowed_prefixes=tuple(
                 prefix.strip()
                 for prefix in env.get("IMAGE_URL_ALLOWED_PREFIXES", "").split(",")
                 if prefix.strip()
             ),
-            image_url_timeout_s=float(env.get("IMAGE_URL_TIMEOUT_SECONDS", cls.image_url_timeout_s)),
+            image_url_timeout_s=seconds(env, "IMAGE_URL_TIMEOUT_SECONDS", cls.image_url_timeout_s),
             web_ui=switch(env, "WEB_UI", cls.web_ui),
             web_dir=Path(env["WEB_DIR"]) if env.get("WEB_DIR") else None,
-            threads=int(env.get("THREADS", cls.threads)),
-            workers=int(env.get("WORKERS", cls.workers)),
-            max_concurrent_requests=int(env.get("MAX_CONCURRENT_REQUESTS", cls.max_concurrent_requests)),
-            shed_delay_s=float(env.get("SHED_DELAY_SECONDS", cls.shed_delay_s)),
-            body_idle_timeout_s=float(env.get("BODY_IDLE_TIMEOUT_SECONDS", cls.body_idle_timeout_s)),
-            slow_upload_s=float(env.get("SLOW_UPLOAD_SECONDS", cls.slow_upload_s)),
-            header_timeout_s=float(env.get("HEADER_TIMEOUT_SECONDS", cls.header_timeout_s)),
+            threads=whole(env, "THREADS", cls.threads),
+            workers=whole(env, "WORKERS", cls.workers),
+            max_concurrent_requests=whole(env, "MAX_CONCURRENT_REQUESTS", cls.max_concurrent_requests),
+            shed_delay_s=seconds(env, "SHED_DELAY_SECONDS", cls.shed_delay_s),
+            body_idle_timeout_s=seconds(env, "BODY_IDLE_TIMEOUT_SECONDS", cls.body_idle_timeout_s),
+            slow_upload_s=seconds(env, "SLOW_UPLOAD_SECONDS", cls.slow_upload_s),
+            header_timeout_s=seconds(env, "HEADER_TIMEOUT_SECONDS", cls.header_timeout_s),
             k_service=env.get("K_SERVICE"),
             k_revision=env.get("K_REVISION"),
             k_configuration=env.get("K_CONFIGURATION"),
-            shutdown_grace_s=float(env.get("SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_s)),
-            shutdown_drain_s=float(
-                env.get("SHUTDOWN_DRAIN_SECONDS", 0.0 if env.get("K_SERVICE") else DRAIN_S_STANDALONE)
+            shutdown_grace_s=seconds(env, "SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_s),
+            shutdown_drain_s=seconds(
+                env, "SHUTDOWN_DRAIN_SECONDS", 0.0 if env.get("K_SERVICE") else DRAIN_S_STANDALONE
             ),
         )
+
+
+class BadSetting(ValueError):
+    """A variable whose value cannot be used; its message names the variable and what it takes."""
+
+
+def whole(env: Mapping[str, str], name: str, default: int) -> int:
+    """A whole number, 0 or more; unset or empty, the default."""
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdecimal():
+        raise BadSetting(f"{name} must be a whole number, 0 or more, not {env[name]!r}")
+    return int(value)
+
+
+def seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """A number of seconds, 0 or more (a fraction allowed); unset or empty, the default."""
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and number >= 0):
+        raise BadSetting(f"{name} must be a number of seconds, 0 or more, not {env[name]!r}")
+    return number
 
 
 SWITCH = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
@@ -141,7 +169,7 @@ def switch(env: Mapping[str, str], name: str, default: bool) -> bool:
     """An on/off variable: on, true or 1; off, false or 0 (any case); unset or empty, the default."""
     value = env.get(name, "").strip().lower()
     if value and value not in SWITCH:
-        raise ValueError(f"{name} must be on or off (or true/false, 1/0), not {env[name]!r}")
+        raise BadSetting(f"{name} must be on or off (or true/false, 1/0), not {env[name]!r}")
     return SWITCH[value] if value else default
 
 

@@ -1,14 +1,16 @@
 """Settings: sizing to the container (threads and workers follow the cgroup CPU quota, not the host's core
-count), defaults, the shutdown budget, and on/off switches."""
+count), defaults, the shutdown budget, on/off switches, and bad values named in one line."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
 from function.lifecycle import LOG_FLUSH_RESERVE_S, SIGKILL_MARGIN_S, BudgetTooSmall, Shutdown
-from function.settings import DRAIN_S_STANDALONE, Settings, available_cpus
+from function.settings import DRAIN_S_STANDALONE, BadSetting, Settings, available_cpus
 
 HOST_CPUS = len(os.sched_getaffinity(0))
 
@@ -70,9 +72,42 @@ def test_web_ui_is_on_by_default_and_takes_on_off_spellings(value, expected):
     assert Settings.from_env({"WEB_UI": value}).web_ui is expected
 
 
-def test_a_bad_switch_value_says_which_variable_and_what_it_takes():
-    with pytest.raises(ValueError, match=r"WEB_UI must be on or off \(or true/false, 1/0\), not 'maybe'"):
-        Settings.from_env({"WEB_UI": "maybe"})
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("WEB_UI", "maybe", r"WEB_UI must be on or off \(or true/false, 1/0\), not 'maybe'"),
+        ("PORT", "http", r"PORT must be a whole number, 0 or more, not 'http'"),
+        ("MAX_UPLOAD_BYTES", "-1", r"MAX_UPLOAD_BYTES must be a whole number, 0 or more, not '-1'"),
+        ("MAX_UPLOAD_BYTES", "10MB", r"MAX_UPLOAD_BYTES must be a whole number"),
+        ("SHED_DELAY_SECONDS", "1s", r"SHED_DELAY_SECONDS must be a number of seconds, 0 or more, not '1s'"),
+        ("BODY_IDLE_TIMEOUT_SECONDS", "nan", r"BODY_IDLE_TIMEOUT_SECONDS must be a number of seconds"),
+        ("SHUTDOWN_DRAIN_SECONDS", "-2", r"SHUTDOWN_DRAIN_SECONDS must be a number of seconds"),
+    ],
+)
+def test_a_bad_value_says_which_variable_and_what_it_takes(name, value, says):
+    with pytest.raises(BadSetting, match=says):
+        Settings.from_env({name: value})
+
+
+def test_numbers_take_spaces_and_fractions_and_empty_means_the_default():
+    chosen = Settings.from_env({"PORT": " 9000 ", "SHED_DELAY_SECONDS": "0.25", "MAX_UPLOAD_BYTES": ""})
+    assert (chosen.port, chosen.shed_delay_s, chosen.max_upload_bytes) == (
+        9000,
+        0.25,
+        Settings.max_upload_bytes,
+    )
+
+
+def test_the_process_exits_with_one_line_that_names_the_bad_setting():
+    done = subprocess.run(
+        [sys.executable, "-m", "function"],
+        env={**os.environ, "PORT": "http", "MODEL_URI": "models:/nothing@onnx"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == "fish-function: PORT must be a whole number, 0 or more, not 'http'"
 
 
 def test_admission_defaults_follow_the_cpus_and_can_be_set():
