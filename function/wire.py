@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 import msgspec
@@ -117,7 +118,9 @@ class HistoryEntry(msgspec.Struct):
 
 class History(msgspec.Struct):
     predictions: list[HistoryEntry]
-    next_before: datetime | None  # pass as `before` for the page after this one; None: no more
+    # The page after this one: pass these as `before` and `before_id`; None: no more
+    next_before: datetime | None
+    next_before_id: uuid.UUID | None = None
 
 
 class FeedbackRequest(msgspec.Struct, forbid_unknown_fields=True):

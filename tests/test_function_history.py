@@ -88,8 +88,27 @@ def test_a_browser_sees_its_own_predictions_newest_first_and_no_one_elses(client
 
     page = history(client, ALICE, limit=2)
     assert len(page["predictions"]) == 2 and page["next_before"]
-    rest = history(client, ALICE, limit=2, before=page["next_before"])
+    rest = history(client, ALICE, limit=2, before=page["next_before"], before_id=page["next_before_id"])
     assert [p["prediction_id"] for p in rest["predictions"]] == [mine[0]["prediction_id"]]
+    assert rest["next_before"] is None and rest["next_before_id"] is None
+
+
+def test_pages_skip_nothing_when_predictions_share_a_time(client, database):
+    """A batch's rows can share a time to the microsecond: the id orders them, and a page may end among them."""
+    made = {predict(client, (20 * n, 10, 10), ALICE)["prediction_id"] for n in range(5)}
+    wait_for(lambda: len(history(client, ALICE)["predictions"]) == 5, "alice's rows")
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE predictions SET created_at = '2026-11-28T08:00:00Z' WHERE client_id = %s", (ALICE,)
+        )
+    seen, cursor = [], {}
+    while True:
+        page = history(client, ALICE, limit=2, **cursor)
+        seen += [p["prediction_id"] for p in page["predictions"]]
+        if page["next_before"] is None:
+            break
+        cursor = {"before": page["next_before"], "before_id": page["next_before_id"]}
+    assert sorted(seen) == sorted(made) and len(seen) == 5
 
 
 @pytest.mark.parametrize("headers", [{}, {"X-Client-Id": "short"}, {"X-Client-Id": "no spaces allowed here"}])

@@ -69,9 +69,13 @@ export function predict(blob, filename) {
 
 export const modelInfo = () => call("model_info");
 
-export function predictions(before) {
+/** The newest page, or the one after `cursor`: the last page's { next_before, next_before_id }. */
+export function predictions(cursor = null) {
   const query = new URLSearchParams({ limit: "20" });
-  if (before) query.set("before", before);
+  if (cursor) {
+    query.set("before", cursor.next_before);
+    query.set("before_id", cursor.next_before_id);
+  }
   return call(`predictions?${query}`);
 }
 

@@ -101,8 +101,8 @@ export class History {
     this.note.textContent = on ? "" : "The prediction log is off on this server: your history is kept in this browser only.";
   }
 
-  /** The newest page (`before` null) or the next older one; a load started later wins over an earlier one. */
-  async load(before = null) {
+  /** The newest page (`cursor` null) or the next older one; a load started later wins over an earlier one. */
+  async load(cursor = null) {
     const turn = ++this.loads;
     this.more.disabled = true;
     this.status.textContent = "Loading…";
@@ -110,10 +110,10 @@ export class History {
     let next = null;
     try {
       if (this.logOn) {
-        const page = await api.predictions(before);
+        const page = await api.predictions(cursor);
         entries = page.predictions;
-        next = page.next_before;
-        if (!before) entries = [...notYetListed(entries), ...entries];
+        next = page.next_before ? { next_before: page.next_before, next_before_id: page.next_before_id } : null;
+        if (!cursor) entries = [...notYetListed(entries), ...entries];
       } else {
         entries = keptLocally();
       }
@@ -125,11 +125,11 @@ export class History {
       if (turn === this.loads) this.more.disabled = false;
     }
     if (turn !== this.loads) return;
-    if (!before) this.list.replaceChildren();
+    if (!cursor) this.list.replaceChildren();
     this.list.append(...entries);
     this.next = next;
     this.more.classList.toggle("d-none", !next);
-    if (before && entries.length) entries[0].focus(); // the button may have gone: keyboard focus stays in the list
+    if (cursor && entries.length) entries[0].focus(); // the button may have gone: keyboard focus stays in the list
     this.status.textContent = this.list.children.length ? "" : "No photos classified in this browser yet.";
   }
 }

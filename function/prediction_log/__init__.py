@@ -80,8 +80,10 @@ class PredictionLog(Protocol):
     async def stats(self, since: datetime | None = None, until: datetime | None = None) -> list[VersionStats]:
         """Aggregates per (model version, revision), over predictions in [since, until)."""
 
-    async def history(self, client_id: str, limit: int, before: datetime | None) -> list[HistoryItem]:
-        """A client's newest predictions before `before`, with their feedback."""
+    async def history(
+        self, client_id: str, limit: int, before: datetime | None, before_id: uuid.UUID | None = None
+    ) -> list[HistoryItem]:
+        """A client's newest predictions after the cursor (the last page's time and id), with their feedback."""
 
     async def prediction_exists(self, prediction_id: uuid.UUID) -> bool: ...
 
@@ -118,7 +120,9 @@ class NullLog:
     async def stats(self, since: datetime | None = None, until: datetime | None = None) -> list[VersionStats]:
         raise LogDisabled(OFF)
 
-    async def history(self, client_id: str, limit: int, before: datetime | None) -> list[HistoryItem]:
+    async def history(
+        self, client_id: str, limit: int, before: datetime | None, before_id: uuid.UUID | None = None
+    ) -> list[HistoryItem]:
         raise LogDisabled(OFF)
 
     async def prediction_exists(self, prediction_id: uuid.UUID) -> bool:
@@ -177,9 +181,11 @@ class PostgresLog:
         async with self._database.connection() as conn:
             return await queries.recent(conn, limit)
 
-    async def history(self, client_id: str, limit: int, before: datetime | None) -> list[HistoryItem]:
+    async def history(
+        self, client_id: str, limit: int, before: datetime | None, before_id: uuid.UUID | None = None
+    ) -> list[HistoryItem]:
         async with self._reading() as conn:
-            return await queries.history(conn, client_id, limit, before)
+            return await queries.history(conn, client_id, limit, before, before_id)
 
     async def prediction_exists(self, prediction_id: uuid.UUID) -> bool:
         async with self._reading() as conn:

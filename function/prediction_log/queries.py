@@ -109,7 +109,9 @@ HISTORY = """
 SELECT p.id, p.created_at, p.predicted_class, p.confidence, p.probabilities, p.model_version, p.revision,
        p.latency_ms, f.correct, f.true_class, f.updated_at
 FROM predictions AS p LEFT JOIN feedback AS f ON f.prediction_id = p.id
-WHERE p.client_id = %(client)s AND (%(before)s::timestamptz IS NULL OR p.created_at < %(before)s::timestamptz)
+WHERE p.client_id = %(client)s
+  AND (%(before)s::timestamptz IS NULL OR p.created_at < %(before)s::timestamptz
+       OR (p.created_at = %(before)s::timestamptz AND p.id < %(before_id)s::uuid))
 ORDER BY p.created_at DESC, p.id DESC LIMIT %(limit)s
 """
 
@@ -129,9 +131,14 @@ class HistoryItem:
     feedback_at: datetime | None
 
 
-async def history(conn, client_id: str, limit: int, before: datetime | None) -> list[HistoryItem]:
-    """A client's newest predictions before `before`, with the feedback given on each."""
-    cursor = await conn.execute(HISTORY, {"client": client_id, "limit": limit, "before": before})
+async def history(
+    conn, client_id: str, limit: int, before: datetime | None, before_id: uuid.UUID | None = None
+) -> list[HistoryItem]:
+    """A client's newest predictions after the cursor (`before`, `before_id`) in the order (created_at, id),
+    newest first, with the feedback given on each. Rows can share a time (a batch's, to the microsecond): the id
+    decides between them, so a page boundary among them skips none."""
+    params = {"client": client_id, "limit": limit, "before": before, "before_id": before_id}
+    cursor = await conn.execute(HISTORY, params)
     return [HistoryItem(*values) for values in await cursor.fetchall()]
 
 

@@ -47,13 +47,18 @@ async def predictions(
     limit: Annotated[int, Parameter(ge=1, le=MAX_LIMIT, description="How many (1 to 100)")] = 20,
     before: Annotated[
         datetime | None,
-        Parameter(description="Only predictions made before this time (the last page's next_before)"),
+        Parameter(description="The next page: the last page's next_before"),
+    ] = None,
+    before_id: Annotated[
+        uuid.UUID | None,
+        Parameter(description="With `before`: the last page's next_before_id (rows can share a time)"),
     ] = None,
     x_client_id: predict.ClientId = None,
 ) -> History:
-    items = await prediction_log.history(own_client_id(x_client_id), limit, before)
-    next_before = items[-1].created_at if len(items) == limit else None
-    return History([HistoryEntry.of(item) for item in items], next_before)
+    items = await prediction_log.history(own_client_id(x_client_id), limit, before, before_id)
+    if len(items) < limit:
+        return History([HistoryEntry.of(item) for item in items], None)
+    return History([HistoryEntry.of(item) for item in items], items[-1].created_at, items[-1].prediction_id)
 
 
 @post(
