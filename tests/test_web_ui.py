@@ -413,6 +413,31 @@ def _answers(url: str) -> bool:
         return False
 
 
+def test_charts_follow_a_switch_between_light_and_dark(demo, served, page):
+    """The text colours the charts drew with (Chart.js's own label items, made at drawing), not the options,
+    which resolve the current default even for a chart never drawn again."""
+    page.emulate_media(color_scheme="light")
+    open_page(page, served)
+    give(page, [demo.photo(demo.pick(0))], "pick")
+    species(page)
+    drawn_with = """() => {
+        const chart = Chart.getChart(document.querySelector('.result-card canvas'));
+        const text = getComputedStyle(document.documentElement).getPropertyValue('--bs-body-color').trim();
+        const bar = getComputedStyle(document.documentElement).getPropertyValue('--bs-primary').trim();
+        const bars = new Set(chart.getDatasetMeta(0).data.map((element) => element.options.backgroundColor));
+        return [[...new Set(chart.scales.x.getLabelItems().map((item) => item.options.color))], text,
+                [...bars].every((colour) => colour === bar)];
+    }"""
+    light_drawn, light_text, bars_primary = page.evaluate(drawn_with)
+    assert bars_primary
+    page.emulate_media(color_scheme="dark")
+    page.wait_for_function("() => document.documentElement.dataset.bsTheme === 'dark'")
+    dark_drawn, dark_text, bars_primary = page.evaluate(drawn_with)
+    assert bars_primary
+    assert light_text != dark_text
+    assert (light_drawn, dark_drawn) == ([light_text], [dark_text])
+
+
 @pytest.fixture
 def page_for_axe(browser):
     """A page whose CSP lets axe-core's script tag in (the other tests keep the page's CSP and see no errors)."""

@@ -39,11 +39,29 @@ export function bars(container, ranked) {
   }
 }
 
-function chartColors() {
-  const style = getComputedStyle(document.documentElement);
-  return { bar: style.getPropertyValue("--bs-primary").trim(), text: style.getPropertyValue("--bs-body-color").trim(),
-    grid: style.getPropertyValue("--bs-border-color").trim() };
+const themeColor = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+
+const colours = () => ({ text: themeColor("--bs-body-color"), grid: themeColor("--bs-border-color"),
+  bar: themeColor("--bs-primary") });
+
+/** A chart whose options are made from Bootstrap's colours (`options(colours)`), and made again when the colour
+ * mode changes (theme.js follows the system's light or dark setting). Setting Chart.js's global defaults would
+ * not do: a chart keeps the colours it resolved from them when it was made. */
+export function themedChart(canvas, type, data, options) {
+  const chart = new window.Chart(canvas, { type, data, options: options(colours()) });
+  chart.$themedOptions = options;
+  return chart;
 }
+
+new MutationObserver(() => {
+  const now = colours();
+  for (const chart of Object.values(window.Chart.instances)) {
+    if (chart.$themedOptions) {
+      chart.options = chart.$themedOptions(now);
+      chart.update();
+    }
+  }
+}).observe(document.documentElement, { attributes: true, attributeFilter: ["data-bs-theme"] });
 
 /** A horizontal bar chart of the probabilities, made once and updated after. */
 export function probabilityChart(canvas, ranked, existing) {
@@ -56,17 +74,12 @@ export function probabilityChart(canvas, ranked, existing) {
     existing.update();
     return existing;
   }
-  const colors = chartColors();
-  return new window.Chart(canvas, {
-    type: "bar",
-    data: { labels, datasets: [{ label: "Probability (%)", data, backgroundColor: colors.bar }] },
-    options: {
-      indexAxis: "y", maintainAspectRatio: false, animation: false,
-      plugins: { legend: { display: false } },
-      scales: { x: { min: 0, max: 100, ticks: { color: colors.text }, grid: { color: colors.grid } },
-        y: { ticks: { color: colors.text }, grid: { display: false } } },
-    },
-  });
+  return themedChart(canvas, "bar", { labels, datasets: [{ label: "Probability (%)", data }] }, (c) => ({
+    indexAxis: "y", maintainAspectRatio: false, animation: false, elements: { bar: { backgroundColor: c.bar } },
+    plugins: { legend: { display: false } },
+    scales: { x: { min: 0, max: 100, ticks: { color: c.text }, grid: { color: c.grid } },
+      y: { ticks: { color: c.text }, grid: { display: false } } },
+  }));
 }
 
 export class Card {

@@ -1,7 +1,7 @@
 // The stats tab: per model version and revision, from GET /stats, as a table and three Chart.js charts.
 
 import * as api from "./api.js";
-import { el } from "./results.js";
+import { el, themedChart } from "./results.js";
 
 const PALETTE = ["#0d6efd", "#fd7e14", "#198754", "#d63384", "#6f42c1", "#20c997", "#ffc107", "#dc3545", "#6c757d"];
 
@@ -73,12 +73,10 @@ function drawn(chart, canvas, labels, datasets, stacked = false) {
     chart.update();
     return chart;
   }
-  const text = getComputedStyle(document.documentElement).getPropertyValue("--bs-body-color").trim();
-  return new window.Chart(canvas, {
-    type: "bar",
-    data: { labels, datasets },
-    options: { maintainAspectRatio: false, animation: false,
-      plugins: { legend: { labels: { color: text } }, title: { display: true, text: canvas.dataset.title, color: text } },
-      scales: { x: { stacked, ticks: { color: text } }, y: { stacked, beginAtZero: true, ticks: { color: text } } } },
-  });
+  return themedChart(canvas, "bar", { labels, datasets }, (c) => ({
+    maintainAspectRatio: false, animation: false,
+    plugins: { legend: { labels: { color: c.text } }, title: { display: true, text: canvas.dataset.title, color: c.text } },
+    scales: { x: { stacked, ticks: { color: c.text }, grid: { color: c.grid } },
+      y: { stacked, beginAtZero: true, ticks: { color: c.text }, grid: { color: c.grid } } },
+  }));
 }
