@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +23,7 @@ from function import images, metrics
 from function.classifier import Classifier, Prediction, highest_first
 from function.model_slot import ModelSlot
 from function.model_source import ModelSource
-from function.prediction_log import PredictionLog, Row
+from function.prediction_log import Issued, PredictionLog, Row
 from function.settings import Settings
 
 T = TypeVar("T")
@@ -90,9 +90,9 @@ class PredictionService:
         self._executor: ThreadPoolExecutor | None = None
         self._in_flight = 0  # only the event loop touches it
         # Ids this instance answered lately: feedback on one is taken even while its row is still queued, or
-        # the database is down. Older ones are checked in the database. (20,000 ids: about 3 MB.)
-        self._issued: deque[uuid.UUID] = deque(maxlen=ISSUED_REMEMBERED)
-        self._issued_set: set[uuid.UUID] = set()
+        # the database is down. Older ones are checked in the database. Each with its X-Client-Id, since feedback
+        # is taken from that client alone. (20,000 of them: 4.3 MB, measured with tracemalloc.)
+        self._issued: OrderedDict[uuid.UUID, str | None] = OrderedDict()
 
     def start(self) -> None:
         self._executor = ThreadPoolExecutor(self._settings.workers, thread_name_prefix="predict")
@@ -230,21 +230,23 @@ class PredictionService:
             for prediction, image in zip(predictions, pixels, strict=True)
         ]
 
-    def issued(self, prediction_id: uuid.UUID) -> bool:
-        """Whether this instance answered `prediction_id` lately (False says nothing about other instances)."""
-        return prediction_id in self._issued_set
+    def issued(self, prediction_id: uuid.UUID) -> Issued | None:
+        """Whether this instance answered `prediction_id` lately, and for whom (None says nothing about other
+        instances)."""
+        if prediction_id not in self._issued:
+            return None
+        return Issued(self._issued[prediction_id])
 
-    def _remember(self, prediction_id: uuid.UUID) -> None:
-        if len(self._issued) == self._issued.maxlen:
-            self._issued_set.discard(self._issued[0])
-        self._issued.append(prediction_id)
-        self._issued_set.add(prediction_id)
+    def _remember(self, row: Row) -> None:
+        if len(self._issued) == ISSUED_REMEMBERED:
+            self._issued.popitem(last=False)
+        self._issued[row.id] = row.client_id
 
     def _record(self, done: _Classified, source: ModelSource, context: RequestContext) -> Outcome:
         """On the event loop (the log's queue is the loop's)."""
         row = self._row(done, source, context)
         self._log.record(row)
-        self._remember(row.id)
+        self._remember(row)
         return Outcome(row.id, done.prediction, _top(done.prediction, context.top_k), done.seconds, source.name,
                        source.version, row.revision, row.created_at)  # fmt: skip
 

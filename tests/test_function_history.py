@@ -122,8 +122,9 @@ def test_a_malformed_client_id_on_predict_is_400(client):
     assert_problem(response, 400)
 
 
-def feedback(client, prediction_id: str, **body):
-    return client.post(f"/predictions/{prediction_id}/feedback", json=body, headers={"X-Client-Id": ALICE})
+def feedback(client, prediction_id: str, who: str | None = ALICE, **body):
+    headers = {"X-Client-Id": who} if who else {}
+    return client.post(f"/predictions/{prediction_id}/feedback", json=body, headers=headers)
 
 
 def test_feedback_is_stored_shown_and_replaced_by_a_change_of_mind(client, database):
@@ -160,11 +161,36 @@ def test_feedback_on_a_prediction_made_by_another_instance_is_checked_in_the_dat
     model_path, database, client
 ):
     made = predict(client, (200, 10, 10), ALICE)
-    wait_for(lambda: history(client, ALICE)["predictions"], "the row")
+    by_curl = predict(client, (10, 200, 10), None)
+    wait_for(lambda: history(client, ALICE)["predictions"], "the row")  # the table exists from here on
+
+    def rows_written() -> bool:
+        with psycopg.connect(database) as conn:
+            return conn.execute("SELECT count(*) FROM predictions").fetchone() == (2,)
+
+    wait_for(rows_written, "both rows")
     settings = Settings.from_env({"MODEL_URI": str(model_path), "DATABASE_URL": database})
     with TestClient(create_app(settings, prediction_log=PostgresLog(database))) as other:
         wait_healthy(other)
+        assert_problem(feedback(other, made["prediction_id"], BOB, correct=True), 404)
         assert feedback(other, made["prediction_id"], correct=True).status_code == 204
+        assert feedback(other, by_curl["prediction_id"], BOB, correct=True).status_code == 204
+
+
+def test_feedback_on_another_browsers_prediction_is_404_as_if_never_made(client):
+    """Only the browser that asked may say whether its answer was right; a prediction made without a client id
+    (curl) takes feedback from whoever holds its id. This instance made both: its own memory decides."""
+    mine, by_curl = predict(client, (200, 10, 10), ALICE), predict(client, (10, 200, 10), None)
+    unknown = str(uuid.uuid4())
+    never = assert_problem(feedback(client, unknown, BOB, correct=True), 404)["detail"].replace(unknown, "ID")
+    for who in (BOB, None):
+        refused = assert_problem(feedback(client, mine["prediction_id"], who, correct=True), 404)
+        assert refused["detail"].replace(mine["prediction_id"], "ID") == never
+    assert feedback(client, mine["prediction_id"], correct=True).status_code == 204
+    assert feedback(client, by_curl["prediction_id"], BOB, correct=True).status_code == 204
+    assert (
+        feedback(client, by_curl["prediction_id"], None, correct=False, true_class="red").status_code == 204
+    )
 
 
 def test_feedback_given_while_the_database_is_down_is_kept_and_written_after(client, postgres, database):

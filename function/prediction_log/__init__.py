@@ -21,11 +21,12 @@ from function.prediction_log import queries, schema, writer
 from function.prediction_log.claims import EventClaims
 from function.prediction_log.feedback import FeedbackWriter
 from function.prediction_log.queries import HistoryItem, VersionStats
-from function.prediction_log.schema import Feedback, Row
+from function.prediction_log.schema import Feedback, Issued, Row
 from function.prediction_log.writer import Writer
 
 __all__ = [
     "Feedback",
+    "Issued",
     "HistoryItem",
     "LogDisabled",
     "LogUnavailable",
@@ -85,7 +86,8 @@ class PredictionLog(Protocol):
     ) -> list[HistoryItem]:
         """A client's newest predictions after the cursor (the last page's time and id), with their feedback."""
 
-    async def prediction_exists(self, prediction_id: uuid.UUID) -> bool: ...
+    async def issued(self, prediction_id: uuid.UUID) -> Issued | None:
+        """Whether the service ever made `prediction_id`, and for whom (None: never)."""
 
     async def save_feedback(self, feedback: Feedback) -> None:
         """Written now, or kept and retried; never raises."""
@@ -125,7 +127,7 @@ class NullLog:
     ) -> list[HistoryItem]:
         raise LogDisabled(OFF)
 
-    async def prediction_exists(self, prediction_id: uuid.UUID) -> bool:
+    async def issued(self, prediction_id: uuid.UUID) -> Issued | None:
         raise LogDisabled(OFF)
 
     async def save_feedback(self, feedback: Feedback) -> None:
@@ -187,9 +189,9 @@ class PostgresLog:
         async with self._reading() as conn:
             return await queries.history(conn, client_id, limit, before, before_id)
 
-    async def prediction_exists(self, prediction_id: uuid.UUID) -> bool:
+    async def issued(self, prediction_id: uuid.UUID) -> Issued | None:
         async with self._reading() as conn:
-            return await queries.prediction_exists(conn, prediction_id)
+            return await queries.issued(conn, prediction_id)
 
     async def save_feedback(self, feedback: Feedback) -> None:
         await self._feedback.save(feedback)

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from function.prediction_log.schema import COLUMNS, Feedback, Row
+from function.prediction_log.schema import COLUMNS, Feedback, Issued, Row
 
 
 @dataclass(frozen=True)
@@ -159,6 +159,7 @@ async def save_feedback(conn, feedback: Feedback) -> None:
                                          "at": feedback.at})  # fmt: skip
 
 
-async def prediction_exists(conn, prediction_id: uuid.UUID) -> bool:
-    cursor = await conn.execute("SELECT 1 FROM predictions WHERE id = %s", (prediction_id,))
-    return await cursor.fetchone() is not None
+async def issued(conn, prediction_id: uuid.UUID) -> Issued | None:
+    cursor = await conn.execute("SELECT client_id FROM predictions WHERE id = %s", (prediction_id,))
+    found = await cursor.fetchone()
+    return None if found is None else Issued(found[0])

@@ -14,6 +14,18 @@ from datetime import datetime
 
 
 @dataclass(frozen=True)
+class Issued:
+    """A prediction the service made, and for whom: the X-Client-Id it came with (None: made without one)."""
+
+    client_id: str | None
+
+    def may_take_feedback_from(self, client_id: str | None) -> bool:
+        """A browser's prediction takes feedback from that browser alone; one made without a client id (curl)
+        from whoever holds its id."""
+        return self.client_id is None or self.client_id == client_id
+
+
+@dataclass(frozen=True)
 class Feedback:
     """What someone said of a prediction: right, or wrong and which class it is (None: the predicted one)."""
 

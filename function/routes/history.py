@@ -66,7 +66,7 @@ async def predictions(
     status_code=204,
     summary="Say whether a prediction was right, and if not, which class it is (the latest word counts)",
     responses={
-        404: problems.spec("No prediction with this id was ever made by this service"),
+        404: problems.spec("No prediction with this id was made by this service for this client"),
         422: problems.spec("A class the model does not have, or 'wrong' without the true class"),
         **LOG_ERRORS,
     },
@@ -88,11 +88,15 @@ async def feedback(
     if not data.correct and data.true_class is None:
         raise FeedbackInvalid("a wrong prediction needs its true_class: which of the model's classes it is")
     # Taken at once when this instance made the prediction (its row may still be queued, or the database
-    # down); else the database says whether the id was ever issued.
-    if not service.issued(prediction_id) and not await prediction_log.prediction_exists(prediction_id):
-        raise UnknownPrediction(f"no prediction {prediction_id} was made by this service")
-    at = datetime.now(UTC)
-    given = Feedback(prediction_id, data.correct, data.true_class, predict.client_id(x_client_id), at)
+    # down); else the database says whether the id was ever issued. Another browser's prediction is answered
+    # as one never made: the answer says nothing of whether it exists.
+    client_id = predict.client_id(x_client_id)
+    issued = service.issued(prediction_id) or await prediction_log.issued(prediction_id)
+    if issued is None or not issued.may_take_feedback_from(client_id):
+        raise UnknownPrediction(
+            f"this service made no prediction {prediction_id} for this client (X-Client-Id)"
+        )
+    given = Feedback(prediction_id, data.correct, data.true_class, client_id, datetime.now(UTC))
     await prediction_log.save_feedback(given)
 
 
