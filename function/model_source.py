@@ -101,7 +101,7 @@ def _cached(uri: str, name: str, alias: str | None, pointers: list[Path], down: 
     for pointer in pointers:
         try:
             cached = json.loads(pointer.read_text())
-            version, path = str(cached["version"]), Path(cached["path"])
+            version, path = str(cached["version"]), pointer.parent / cached["path"]  # relative, or absolute
         except FileNotFoundError:
             continue
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -119,7 +119,10 @@ def _cached(uri: str, name: str, alias: str | None, pointers: list[Path], down: 
 def _remember(pointer: Path, version: str, path: Path) -> None:
     """Which version the URI resolved to, for a start with the registry unreachable. Not writing it (a full or
     read-only disk) costs only that fallback, not this start."""
-    record = json.dumps({"version": version, "path": str(path)}).encode()
+    # Relative to the record's folder when the file is in it, so a cache moved or mounted elsewhere (a volume)
+    # still finds its files; a file elsewhere (the image's copy, for a record in the cache) keeps its absolute path.
+    stored = path.relative_to(pointer.parent) if path.is_relative_to(pointer.parent) else path
+    record = json.dumps({"version": version, "path": str(stored)}).encode()
     try:
         if not pointer.exists() or pointer.read_bytes() != record:
             _write_whole(pointer, record)

@@ -65,6 +65,11 @@ def test_registry_model_is_downloaded_once_then_served_from_cache_when_the_regis
     with pytest.raises(ModelUnavailable, match="unreachable"):
         fetch(uri, Registry(dead_url), tmp_path / "empty-cache")
 
+    moved = tmp_path.with_name(tmp_path.name + "-moved")  # a cache volume mounted somewhere else
+    tmp_path.rename(moved)
+    offline = fetch(uri, Registry(dead_url), moved)
+    assert offline.from_cache and offline.path.is_relative_to(moved) and offline.path.is_file()
+
 
 def test_pinned_version_and_unknown_alias(converted, tracking_uri, tmp_path):
     name, _, version = converted
