@@ -6,14 +6,13 @@ A start with the registry unreachable serves the version cached for the same URI
 carry a read-only copy of a version (`Registry.baked`, filled at build time by `python -m function.model_source`):
 it is read instead of downloading that version, and serves when the registry is unreachable.
 
-Each cached file has its SHA-256 and size beside it (`model.onnx.sha256`), checked whenever it is used: a copy
-that a disk, a volume copy or a person has damaged is downloaded again, or named in the error when it cannot be."""
+The cache on disk (checksums, records, whole writes) is `function.model_cache`: a copy that a disk, a volume copy
+or a person has damaged is downloaded again, or named in the error when it cannot be."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import http.client
 import json
 import logging
@@ -28,6 +27,8 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from function import model_cache
 
 log = logging.getLogger(__name__)
 # Socket timeouts bound each connect and read; a deadline bounds a whole answer, since a registry (or a proxy in
@@ -84,30 +85,29 @@ def fetch(uri: str, registry: Registry, cache_dir: Path) -> ModelSource:
     if not match:
         return _local(uri)
     name, alias, version = match["name"], match["alias"], match["version"]
-    pointer = re.sub(r"[^A-Za-z0-9._-]+", "_", uri) + ".json"
+    record = model_cache.record_name(uri)
     try:
         version = version or _resolve_alias(registry, name, alias)
         path = _baked(registry, name, version) or _download(registry, name, version, cache_dir)
     except _RegistryDown as exc:
         # What this pod fetched is newer news from the registry than the image's copy, which serves a fresh pod.
-        return _cached(uri, name, alias, [f / pointer for f in (cache_dir, registry.baked) if f], exc)
-    _remember(cache_dir / pointer, version, path)
+        return _cached(uri, name, alias, [f / record for f in (cache_dir, registry.baked) if f], exc)
+    model_cache.remember(cache_dir / record, version, path)
     return ModelSource(path, uri, name, version, alias)
 
 
-def _cached(uri: str, name: str, alias: str | None, pointers: list[Path], down: Exception) -> ModelSource:
-    """The version an earlier start resolved `uri` to, from the first of `pointers` whose file is intact."""
+def _cached(uri: str, name: str, alias: str | None, records: list[Path], down: Exception) -> ModelSource:
+    """The version an earlier start resolved `uri` to, from the first of `records` whose file is intact."""
     unusable = []
-    for pointer in pointers:
+    for pointer in records:
         try:
-            cached = json.loads(pointer.read_text())
-            version, path = str(cached["version"]), pointer.parent / cached["path"]  # relative, or absolute
+            version, path = model_cache.recalled(pointer)
         except FileNotFoundError:
             continue
         except (OSError, ValueError, KeyError, TypeError) as exc:
             unusable.append(f"the record {pointer} is unreadable ({exc!r})")
             continue
-        if damage := _damage(path):
+        if damage := model_cache.damage(path):
             unusable.append(f"the cached copy of version {version} is damaged ({damage})")
             continue
         log.warning("registry unreachable (%s): serving cached version %s of %s", down, version, uri)
@@ -116,76 +116,15 @@ def _cached(uri: str, name: str, alias: str | None, pointers: list[Path], down: 
     raise ModelUnavailable(f"the MLflow registry is unreachable ({down}) and {found}") from down
 
 
-def _remember(pointer: Path, version: str, path: Path) -> None:
-    """Which version the URI resolved to, for a start with the registry unreachable. Not writing it (a full or
-    read-only disk) costs only that fallback, not this start."""
-    # Relative to the record's folder when the file is in it, so a cache moved or mounted elsewhere (a volume)
-    # still finds its files; a file elsewhere (the image's copy, for a record in the cache) keeps its absolute path.
-    stored = path.relative_to(pointer.parent) if path.is_relative_to(pointer.parent) else path
-    record = json.dumps({"version": version, "path": str(stored)}).encode()
-    try:
-        if not pointer.exists() or pointer.read_bytes() != record:
-            _write_whole(pointer, record)
-    except OSError as exc:
-        log.warning("cannot record version %s in the model cache (%s): a start with the registry unreachable "
-                    "will not find it", version, exc)  # fmt: skip
-
-
 def _baked(registry: Registry, name: str, version: str) -> Path | None:
     """The image's own copy of this version, if it has one: read from the image's layer, not downloaded."""
     path = registry.baked / name / version / "model.onnx" if registry.baked else None
     if not path or not path.is_file():
         return None
-    if damage := _damage(path):
+    if damage := model_cache.damage(path):
         log.warning("the image's copy of version %s of '%s' is damaged (%s): not used", version, name, damage)
         return None
     return path
-
-
-def _damage(path: Path) -> str | None:
-    """What is wrong with a cached model file, or None: it has the size and SHA-256 it was downloaded with. (A file
-    cached before checksums were kept has none to check; onnxruntime still checks its structure.)"""
-    try:
-        expected_sha256, expected_size = _sums(path).read_text().split()
-    except FileNotFoundError:
-        return None if path.is_file() else "the file is missing"
-    except (OSError, ValueError) as exc:
-        return f"its checksum file is unreadable: {exc}"
-    try:
-        size = path.stat().st_size
-        if size != int(expected_size):
-            return f"it has {size} bytes, not the {expected_size} it was downloaded with"
-        if _sha256(path) != expected_sha256:
-            return "its bytes changed since it was downloaded: the SHA-256 differs"
-    except OSError as exc:
-        return f"it cannot be read: {exc}"
-    return None
-
-
-def _sums(path: Path) -> Path:
-    return path.with_name(f"{path.name}.sha256")
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
-
-
-def _write_whole(path: Path, data: bytes) -> None:
-    """All of `data` or nothing: a full disk or a crash leaves the old file (or none), never half of the new."""
-    _mkdir(path.parent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        # mkstemp makes the file 0600: a cache baked into an image by root must stay readable by the user the
-        # container runs as (10001), as every other cached file is
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 class _RegistryDown(Exception):
@@ -222,7 +161,7 @@ def _download(registry: Registry, name: str, version: str, cache_dir: Path) -> P
     its image slim and its start fast (the client's pydantic alone would add about 90 ms to every start)."""
     target = cache_dir / name / version / "model.onnx"
     if target.exists():
-        if not (damage := _damage(target)):
+        if not (damage := model_cache.damage(target)):
             return target
         log.warning("the cached copy of version %s of '%s' is damaged (%s): downloading it again", version, name,
                     damage)  # fmt: skip
@@ -234,12 +173,9 @@ def _download(registry: Registry, name: str, version: str, cache_dir: Path) -> P
         f"version {version} of '{name}' not found in the registry",
     )
     try:
-        with tempfile.TemporaryDirectory(dir=_mkdir(cache_dir)) as tmp:
+        with tempfile.TemporaryDirectory(dir=model_cache.mkdir(cache_dir)) as tmp:
             downloaded = _fetch_onnx(registry, artifact_uri, Path(tmp), f"version {version} of '{name}'")
-            sums = f"{_sha256(downloaded)} {downloaded.stat().st_size}\n".encode()
-            # the sums before the file: a crash between the two leaves a mismatch, so a download next time
-            _write_whole(_sums(target), sums)
-            downloaded.replace(target)  # same filesystem: an atomic rename, never a half-written cache entry
+            model_cache.keep(downloaded, target)
     except OSError as exc:  # registry reads raise _RegistryDown, so this is the cache's own disk
         raise ModelUnavailable(f"cannot write the model cache under {cache_dir}: {exc}") from exc
     return target
@@ -370,11 +306,6 @@ def _open(registry: Registry, path: str, timeout_s: float):
         raise _RegistryDown(str(exc)[:200]) from exc
     with response:
         yield response
-
-
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def main(argv: list[str] | None = None) -> None:
