@@ -26,6 +26,19 @@ class Postgres:
         args = ["-w", "-o", '-h ""', "-o", f"-k {self._socket_dir}", "-l", str(self._server.log), "start"]
         pg_ctl(args, pgdata=self._server.pgdata, user=self._server.system_user)
 
+    @contextlib.contextmanager
+    def down(self, kill: bool = False):
+        """Stopped (SIGKILLed with `kill`) for the block, and started again after it, also when the block fails:
+        the tests after it need their database."""
+        if kill:
+            self.kill()
+        else:
+            self.stop()
+        try:
+            yield
+        finally:
+            self.start()
+
     def kill(self) -> None:
         """SIGKILL the postmaster and all its children at once, as an OOM kill or a lost node does: no shutdown,
         no checkpoint, connections cut mid-statement. The next start() runs crash recovery."""

@@ -126,26 +126,21 @@ def test_postgres_killed_mid_burst_fails_no_request_and_writes_each_prediction_o
     model_path, postgres, database, tmp_path
 ):
     function = Function(tmp_path, MODEL_URI=str(model_path), DATABASE_URL=database)
-    killed = False
     try:
         function.wait_serving()
         burst = Burst(function.url)
         try:
             burst.wait_more(40, "answers before the kill")
             wait_for(lambda: logged(database)[0] > 0, "the writer's first rows")
-            postgres.kill()
-            killed = True
-            burst.wait_more(60, "answers while PostgreSQL is dead")
-            wait_for(
-                lambda: "prediction log: writing" in function.log(), "the writer to meet the dead database"
-            )
-            postgres.start()
-            killed = False
+            with postgres.down(kill=True):
+                burst.wait_more(60, "answers while PostgreSQL is dead")
+                wait_for(
+                    lambda: "prediction log: writing" in function.log(),
+                    "the writer to meet the dead database",
+                )
             burst.wait_more(40, "answers after the restart")
         finally:
             burst.stop()
-            if killed:
-                postgres.start()
         assert not burst.failed, burst.failed[:5]
         wait_for(lambda: logged(database)[0] >= len(burst.answered), "every answered prediction's row")
         rows, distinct, ids = logged(database)
@@ -164,22 +159,18 @@ def test_after_a_long_outage_the_rows_follow_the_restart_within_seconds(
     model_path, postgres, database, tmp_path
 ):
     function = Function(tmp_path, MODEL_URI=str(model_path), DATABASE_URL=database)
-    stopped = False
     try:
         function.wait_serving()
         with httpx.Client(timeout=30) as http:
             answered = [predict(http, function.url, png(0)).json()["prediction_id"]]
             wait_for(lambda: logged(database)[0] == 1, "the first row")
-            postgres.stop()
-            stopped = True
-            outage_ends = time.monotonic() + OUTAGE_S
-            while time.monotonic() < outage_ends:
-                response = predict(http, function.url, png(len(answered)))
-                assert response.status_code == 200, response.text
-                answered.append(response.json()["prediction_id"])
-                time.sleep(0.5)
-            postgres.start()
-            stopped = False
+            with postgres.down():
+                outage_ends = time.monotonic() + OUTAGE_S
+                while time.monotonic() < outage_ends:
+                    response = predict(http, function.url, png(len(answered)))
+                    assert response.status_code == 200, response.text
+                    answered.append(response.json()["prediction_id"])
+                    time.sleep(0.5)
             back = time.monotonic()
             wait_for(lambda: logged(database)[0] >= len(answered), "the outage's rows")
             settled_s = time.monotonic() - back
@@ -187,8 +178,6 @@ def test_after_a_long_outage_the_rows_follow_the_restart_within_seconds(
         assert rows == distinct == len(answered) and ids == set(answered)
         assert settled_s < RECOVERY_BOUND_S, f"the rows came {settled_s:.1f} s after the restart"
     finally:
-        if stopped:
-            postgres.start()
         function.close()
 
 

@@ -194,13 +194,10 @@ def test_feedback_on_another_browsers_prediction_is_404_as_if_never_made(client)
 
 
 def test_feedback_given_while_the_database_is_down_is_kept_and_written_after(client, postgres, database):
-    postgres.stop()
-    try:
+    with postgres.down():
         made = predict(client, (10, 200, 10), ALICE)  # its row waits in the queue
         assert feedback(client, made["prediction_id"], correct=False, true_class="blue").status_code == 204
         assert_problem(client.get("/predictions", headers={"X-Client-Id": ALICE}), 503)
-    finally:
-        postgres.start()
 
     def feedback_shown() -> bool:  # 503 until the pool has reconnected
         response = client.get("/predictions", headers={"X-Client-Id": ALICE})

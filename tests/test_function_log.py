@@ -166,8 +166,7 @@ def test_database_stopped_during_a_burst_loses_nothing(model_path, postgres, dat
         wait_healthy(client)
         ids = predict(client, 5)
         wait_rows(database, ids)
-        postgres.stop()
-        try:
+        with postgres.down():
             started = time.monotonic()
             ids += predict(client, 60)  # every one answered while the database is down
             burst_seconds = time.monotonic() - started
@@ -176,8 +175,6 @@ def test_database_stopped_during_a_burst_loses_nothing(model_path, postgres, dat
                 "the writer to fail a write while the database is down",
             )
             assert "prediction_log_queue_depth" in client.get("/metrics").text
-        finally:
-            postgres.start()
         found = wait_rows(database, ids)
     assert len(found) == len(ids) == 65
     assert burst_seconds < 30  # predictions never waited on the database's connect timeout
@@ -210,12 +207,9 @@ def test_shutdown_flushes_the_queue(model_path, postgres, database):
     """Rows queued while the database was down are written during shutdown, not lost with the process."""
     with serve(model_path, PostgresLog(database)) as client:
         wait_healthy(client)
-        postgres.stop()
-        try:
+        with postgres.down():
             ids = predict(client, 30)
             assert rows_unreachable(database)
-        finally:
-            postgres.start()
     assert len(rows(database, ids)) == 30  # the app has shut down; every row is already there
 
 
@@ -588,14 +582,11 @@ def test_an_event_row_is_queued_when_the_database_is_out_of_reach(postgres, data
         log = PostgresLog(database)
         await log.start()
         await log.recent()  # migrated
-        postgres.stop()
-        try:
+        with postgres.down():
             started = time.monotonic()
             assert await log.record_once(row) == row  # answered, not failed
             assert time.monotonic() - started < 10
             assert metric("prediction_log_queue_depth") >= 1
-        finally:
-            postgres.start()
         await eventually(lambda: len(rows(database, [row.id])) == 1, "the queued event row")
         await log.stop(5)
 
