@@ -2,8 +2,8 @@
 
 - Admission: at most `limit` requests that do inference (POST /predict, /predict/batch, / and /v2/.../infer) are
   in the app at once. One more is answered 503 with Retry-After after a short pause (SHED_DELAY_SECONDS, a
-  timer: no work), from bytes built in advance: no routing, no body read, and its connection closes after the answer if it had a body, so nobody reads
-  megabytes that will not be used. (A client that ignores Retry-After also pays a new connection for its next
+  timer: no work), from bytes built in advance: no routing, no body read, and its connection closes after the
+  answer if it had a body, so nobody reads megabytes that will not be used. (A client that ignores Retry-After also pays a new connection for its next
   try: keeping small bodies' connections open let wrk ask 3.5 times as often and halved what was answered.)
   Memory is bounded by what is admitted, not by how many clients connect. The cheap GETs (/health above all: a
   probe must get its answer under load) are not counted.

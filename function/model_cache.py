@@ -20,23 +20,23 @@ def record_name(uri: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", uri) + ".json"
 
 
-def recalled(pointer: Path) -> tuple[str, Path]:
+def recalled(record: Path) -> tuple[str, Path]:
     """The version and file a record names. Raises FileNotFoundError (no record), OSError, or ValueError, KeyError
     or TypeError (a record that is not one)."""
-    cached = json.loads(pointer.read_text())
-    return str(cached["version"]), pointer.parent / cached["path"]  # relative, or absolute
+    cached = json.loads(record.read_text())
+    return str(cached["version"]), record.parent / cached["path"]  # relative, or absolute
 
 
-def remember(pointer: Path, version: str, path: Path) -> None:
+def remember(record: Path, version: str, path: Path) -> None:
     """Which version the URI resolved to, for a start with the registry unreachable. Not writing it (a full or
     read-only disk) costs only that fallback, not this start."""
     # Relative to the record's folder when the file is in it, so a cache moved or mounted elsewhere (a volume)
     # still finds its files; a file elsewhere (the image's copy, for a record in the cache) keeps its absolute path.
-    stored = path.relative_to(pointer.parent) if path.is_relative_to(pointer.parent) else path
-    record = json.dumps({"version": version, "path": str(stored)}).encode()
+    stored = path.relative_to(record.parent) if path.is_relative_to(record.parent) else path
+    content = json.dumps({"version": version, "path": str(stored)}).encode()
     try:
-        if not pointer.exists() or pointer.read_bytes() != record:
-            write_whole(pointer, record)
+        if not record.exists() or record.read_bytes() != content:
+            write_whole(record, content)
     except OSError as exc:
         log.warning("cannot record version %s in the model cache (%s): a start with the registry unreachable "
                     "will not find it", version, exc)  # fmt: skip

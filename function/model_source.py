@@ -99,13 +99,13 @@ def fetch(uri: str, registry: Registry, cache_dir: Path) -> ModelSource:
 def _cached(uri: str, name: str, alias: str | None, records: list[Path], down: Exception) -> ModelSource:
     """The version an earlier start resolved `uri` to, from the first of `records` whose file is intact."""
     unusable = []
-    for pointer in records:
+    for record in records:
         try:
-            version, path = model_cache.recalled(pointer)
+            version, path = model_cache.recalled(record)
         except FileNotFoundError:
             continue
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            unusable.append(f"the record {pointer} is unreadable ({exc!r})")
+            unusable.append(f"the record {record} is unreadable ({exc!r})")
             continue
         if damage := model_cache.damage(path):
             unusable.append(f"the cached copy of version {version} is damaged ({damage})")

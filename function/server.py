@@ -79,7 +79,6 @@ class GuardedHttpTools(HttpToolsProtocol):
         self.header_timeout_s = header_timeout_s
         self._header_timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0
-        self._headers_too_large = False
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -92,15 +91,14 @@ class GuardedHttpTools(HttpToolsProtocol):
         if self._header_timer is not None:
             self._header_bytes += len(data)
         super().data_received(data)
-        too_large = self._header_timer is not None and self._header_bytes > MAX_HEADER_BYTES
-        if too_large and not self.transport.is_closing():
+        if self._header_timer is not None and self._header_bytes > MAX_HEADER_BYTES:
             self.send_400_response(HEADERS_TOO_LARGE)
 
     def on_headers_complete(self) -> None:
         self._stop_waiting()
         if len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers) > MAX_HEADER_BYTES:
-            self._headers_too_large = True
-            raise HeadersTooLarge  # stops the parser: uvicorn answers 400 (send_400_response, below)
+            self.send_400_response(HEADERS_TOO_LARGE)
+            raise HeadersTooLarge  # stops the parser (uvicorn's own 400 that follows finds the connection closing)
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
@@ -114,8 +112,11 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's own 400, for bytes httptools cannot parse or headers past the limit, answered as the app
-        answers: a problem detail with the security headers (uvicorn's is plain text with neither)."""
-        body = problem_json(400, "Bad Request", HEADERS_TOO_LARGE if self._headers_too_large else msg)
+        answers: a problem detail with the security headers (uvicorn's is plain text with neither). One per
+        connection: the first reason given is the one sent."""
+        if self.transport.is_closing():
+            return
+        body = problem_json(400, "Bad Request", msg)
         headers = [*(h for h in self.server_state.default_headers if h != CLOSE),
                    (b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode()),
                    *SECURITY_HEADERS, CLOSE]  # fmt: skip

@@ -56,9 +56,10 @@ async def predictions(
     x_client_id: predict.ClientId = None,
 ) -> History:
     items = await prediction_log.history(own_client_id(x_client_id), limit, before, before_id)
+    entries = [HistoryEntry.of(item) for item in items]
     if len(items) < limit:
-        return History([HistoryEntry.of(item) for item in items], None)
-    return History([HistoryEntry.of(item) for item in items], items[-1].created_at, items[-1].prediction_id)
+        return History(entries, None)
+    return History(entries, items[-1].created_at, items[-1].prediction_id)
 
 
 @post(
