@@ -1,8 +1,9 @@
-"""Keras model -> self-describing ONNX model (uint8 RGB in, probabilities out, scaling baked in).
+"""Keras model -> self-describing ONNX model (uint8 RGB in, probabilities out, preprocessing baked in).
 
 The ONNX file is the whole contract with the serving function (see DESIGN.md): input `image` uint8
 [batch, H, W, 3], output `probabilities` float32 [batch, C], and metadata_props that name the classes,
-the source model and version, and the input scaling.
+the source model and version, the input scaling, the colour mode the model sees (`rgb`, or `grayscale` made in
+the graph) and the precision it computes in.
 """
 
 from __future__ import annotations
@@ -10,65 +11,45 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-import numpy as np
 import onnx
 
+from convert import preprocessing, tf_graph
 from convert.errors import InvalidInput
+from convert.keras_model import InputSpec
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
 DEFAULT_OPSET = 17
 
-# scale * x + offset, applied to uint8 pixels before the Keras model sees them.
-SCALINGS: dict[str, tuple[float, float]] = {
-    "unit": (1.0 / 255.0, 0.0),  # x / 255: how the team trains and serves today
-    "symmetric": (1.0 / 127.5, -1.0),  # x / 127.5 - 1: MobileNetV2's own preprocess_input
-    "none": (1.0, 0.0),  # the model has its own Rescaling layer
-}
-
 
 @dataclass(frozen=True)
 class Provenance:
-    """What the ONNX file says about where it came from."""
+    """What the ONNX file says about where it came from and what it computes."""
 
     source_model: str
     source_version: str
     source_run_id: str
     class_names: list[str]
     input_scaling: str
+    color_mode: str = "rgb"
+    precision: str = "fp32"
 
 
-def input_size(model) -> tuple[int, int]:
-    """The (height, width) a Keras image model expects; it must be static and RGB."""
-    shape = tuple(model.inputs[0].shape)
-    if len(shape) != 4 or shape[3] != 3 or shape[1] is None or shape[2] is None:
-        raise InvalidInput(
-            f"the Keras model's input shape {shape} is not [batch, H, W, 3] with a fixed H and W"
-        )
-    return int(shape[1]), int(shape[2])
-
-
-def scale_images(images: np.ndarray, scaling: str) -> np.ndarray:
-    """The float input the Keras model sees for uint8 images, exactly as the ONNX graph computes it."""
-    factor, offset = SCALINGS[scaling]
-    return images.astype(np.float32) * np.float32(factor) + np.float32(offset)
-
-
-def to_onnx(model, provenance: Provenance, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    """Export through a tf.function with an explicit signature (tf2onnx.from_keras breaks on Keras 3)."""
+def to_onnx(model, spec: InputSpec, provenance: Provenance, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """Export through a traced tf.function with an explicit uint8 RGB signature (tf2onnx.from_keras breaks on
+    Keras 3): the preprocessing, grayscale included, is part of the graph."""
     import tensorflow as tf
     import tf2onnx
 
-    height, width = input_size(model)
-    factor, offset = SCALINGS[provenance.input_scaling]
-    spec = tf.TensorSpec([None, height, width, 3], tf.uint8, name=INPUT_NAME)
+    signature = tf.TensorSpec([None, spec.height, spec.width, 3], tf.uint8, name=INPUT_NAME)
 
-    @tf.function(input_signature=[spec])
+    @tf.function(input_signature=[signature])
     def serve(image):
-        pixels = tf.cast(image, tf.float32) * factor + offset
-        return {OUTPUT_NAME: model(pixels, training=False)}
+        pixels = preprocessing.apply(image, provenance.input_scaling, spec.channels)
+        # A float16 model's last layer may answer in float16; the contract is float32.
+        return tf.cast(model(pixels, training=False), tf.float32)
 
-    onnx_model, _ = tf2onnx.convert.from_function(serve, input_signature=[spec], opset=opset)
+    onnx_model = tf_graph.to_onnx(serve, INPUT_NAME, OUTPUT_NAME, opset)
     _check_interface(onnx_model, len(provenance.class_names))
     _describe(onnx_model, provenance, tf2onnx.__version__, tf.__version__)
     return onnx_model
@@ -92,8 +73,9 @@ def _describe(onnx_model: onnx.ModelProto, provenance: Provenance, tf2onnx_versi
         "source_version": provenance.source_version,
         "source_run_id": provenance.source_run_id,
         "input_scaling": provenance.input_scaling,
+        "color_mode": provenance.color_mode,
         "converter": f"tf2onnx {tf2onnx_version}, tensorflow {tf_version}",
-        "precision": "fp32",
+        "precision": provenance.precision,
     }
     set_metadata(onnx_model, metadata)
 

@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import onnxruntime as ort
 
-from convert.export import INPUT_NAME, scale_images
+from convert import preprocessing
+from convert.export import INPUT_NAME
 
 DEFAULT_TOLERANCE = 1e-4
 BATCH = 16
@@ -29,9 +30,12 @@ class ParityReport:
         return asdict(self) | {"passed": self.passed}
 
 
-def keras_probabilities(model, images: np.ndarray, scaling: str) -> np.ndarray:
-    """Keras's answer for uint8 images, scaled as the ONNX graph scales them."""
-    out = [np.asarray(model(scale_images(b, scaling), training=False)) for b in _batches(images)]
+def keras_probabilities(model, images: np.ndarray, scaling: str, channels: int = 3) -> np.ndarray:
+    """Keras's answer for uint8 RGB images, preprocessed by the same ops the ONNX graph runs."""
+    out = [
+        np.asarray(model(preprocessing.apply(b, scaling, channels), training=False), dtype=np.float32)
+        for b in _batches(images)
+    ]
     return np.concatenate(out).astype(np.float32)
 
 

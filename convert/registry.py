@@ -144,12 +144,21 @@ def download_samples(client: MlflowClient, source: Source, dst: Path) -> Path | 
     )
 
 
-def load_keras(source: Source):
-    return mlflow.keras.load_model(f"models:/{source.name}/{source.version}")
+def model_uri(source: Source) -> str:
+    return f"models:/{source.name}/{source.version}"
 
 
-def existing_onnx(client: MlflowClient, target: str, source: Source, precision: str) -> ModelVersion | None:
-    """The ONNX version already made from this source at this precision, if any (newest first)."""
+def run_param(client: MlflowClient, source: Source, key: str) -> str | None:
+    """A parameter the training run logged (the team's `preprocessing` mode), if any."""
+    if not source.run_id:
+        return None
+    return guarded(lambda: client.get_run(source.run_id), f"run {source.run_id}").data.params.get(key)
+
+
+def existing_onnx(client: MlflowClient, target: str, source: Source, kind: str) -> ModelVersion | None:
+    """The ONNX version already made from this source, if any (newest first): kind 'int8' is the quantized
+    one, 'fp32' the plain conversion, whatever precision the model computes in (fp32, or fp16 when it was built
+    under mixed precision)."""
     try:
         versions = all_versions(client, target)
     except RestException:
@@ -160,7 +169,7 @@ def existing_onnx(client: MlflowClient, target: str, source: Source, precision: 
         if v.tags.get(FORMAT_TAG) == "onnx"
         and v.tags.get("source_model") == source.name
         and v.tags.get("source_version") == source.version
-        and v.tags.get("precision") == precision
+        and (v.tags.get("precision") == "int8") == (kind == "int8")
         and v.status == "READY"
     ]
     newest = max(matches, key=lambda v: int(v.version), default=None)
@@ -197,7 +206,10 @@ def register_onnx(
     run_name = f"onnx-{tags['precision']}-from-{source.name}-v{source.version}"
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name):
         mlflow.log_params(
-            {k: tags[k] for k in ("source_model", "source_version", "precision", "input_scaling")}
+            {
+                k: tags[k]
+                for k in ("source_model", "source_version", "precision", "input_scaling", "color_mode")
+            }
         )
         mlflow.log_metrics(metrics)
         logged = mlflow.onnx.log_model(
@@ -213,12 +225,24 @@ def register_onnx(
     return str(created.version)
 
 
-def publish(client: MlflowClient, target: str, version: str, alias: str, source: Source, precision: str):
-    """Move the alias to the new version and point the Keras version at it."""
+def publish(client: MlflowClient, target: str, version: str, alias: str, source: Source, kind: str):
+    """Move the alias to the new version and point the Keras version at it. The pointer is set last: a run
+    interrupted before it left a version that a rerun finds unpublished, and publishes."""
     client.set_registered_model_alias(target, alias, version)
-    pointer = version if target == source.name else f"{target}/{version}"
-    client.set_model_version_tag(source.name, source.version, ONNX_POINTER_TAG[precision], pointer)
+    client.set_model_version_tag(
+        source.name, source.version, ONNX_POINTER_TAG[kind], _pointer(target, version, source)
+    )
     client.set_model_version_tag(source.name, source.version, FORMAT_TAG, "keras")
+
+
+def is_published(client: MlflowClient, target: str, version: str, source: Source, kind: str) -> bool:
+    """Whether a run got as far as pointing the Keras version at this ONNX version."""
+    tags = client.get_model_version(source.name, source.version).tags
+    return tags.get(ONNX_POINTER_TAG[kind]) == _pointer(target, version, source)
+
+
+def _pointer(target: str, version: str, source: Source) -> str:
+    return version if target == source.name else f"{target}/{version}"
 
 
 def _has_artifact(client: MlflowClient, run_id: str, path: str) -> bool:

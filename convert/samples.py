@@ -7,6 +7,7 @@ That module imports only numpy and Pillow; the dependency points this way only, 
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,18 +25,42 @@ NO_PIXEL_LIMIT = sys.maxsize
 
 @dataclass(frozen=True)
 class CheckImages:
-    """The uint8 [N, H, W, 3] images the gates run on, and where they came from (for the check_images tag)."""
+    """The uint8 [N, H, W, 3] images the gates run on, and where they came from (for the check_images tag).
+    `labels` are class indices when the samples lie in one folder per class (as a photo set and the demo's run
+    are laid out), else None."""
 
     pixels: np.ndarray
     origin: str
+    labels: np.ndarray | None = None
 
 
-def check_images(folder: Path | None, size: tuple[int, int]) -> CheckImages:
+def check_images(folder: Path | None, size: tuple[int, int], class_names: list[str] = ()) -> CheckImages:
     """The sample images below `folder` if it has any, else generated stand-ins, at (height, width)."""
     files = image_files(folder) if folder else []
     if files:
-        return CheckImages(load(files, size), f"{len(files)} sample images")
+        return CheckImages(
+            load(files, size), f"{len(files)} sample images", labels(folder, files, class_names)
+        )
     return CheckImages(generated(GENERATED_IMAGES, size), f"{GENERATED_IMAGES} generated images")
+
+
+def labels(folder: Path, files: list[Path], class_names: list[str]) -> np.ndarray | None:
+    """Each file's class from the folder it lies in (`samples/black_sea_sprat/0033.jpg` is 'Black Sea Sprat'),
+    or None unless every file lies in a folder named after a class."""
+    index = {_folded(name): i for i, name in enumerate(class_names)}
+    found = []
+    for path in files:
+        parts = path.relative_to(folder).parts
+        label = index.get(_folded(parts[0])) if len(parts) == 2 else None
+        if label is None:
+            return None
+        found.append(label)
+    return np.array(found)
+
+
+def _folded(name: str) -> str:
+    """Names compared without case, spaces or punctuation: folders are often slugs of class names."""
+    return re.sub(r"[^0-9a-z]+", "", name.lower())
 
 
 def image_files(folder: Path) -> list[Path]:

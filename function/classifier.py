@@ -26,6 +26,7 @@ class ModelCard:
     source_version: str
     input_scaling: str
     precision: str
+    color_mode: str = "rgb"  # what the model sees; a grayscale model converts the RGB input in its graph
 
 
 @dataclass(frozen=True)
@@ -109,4 +110,5 @@ def _read_card(session: ort.InferenceSession) -> ModelCard:
         source_version=meta.get("source_version", ""),
         input_scaling=meta.get("input_scaling", ""),
         precision=meta.get("precision", "fp32"),
+        color_mode=meta.get("color_mode", "rgb"),
     )

@@ -61,6 +61,7 @@ class ModelInfo(msgspec.Struct):
     input_size: list[int]
     input_scaling: str
     precision: str
+    color_mode: str
     source_model: str
     source_version: str
     revision: str | None
@@ -80,6 +81,7 @@ class ModelInfo(msgspec.Struct):
             input_size=list(card.input_size),
             input_scaling=card.input_scaling,
             precision=card.precision,
+            color_mode=card.color_mode,
             source_model=card.source_model,
             source_version=card.source_version,
             revision=settings.k_revision,

@@ -16,6 +16,8 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.models import (
+    brightness_cnn,
+    brightness_images,
     class_indices_file,
     colour_cnn,
     colour_images,
@@ -135,9 +137,12 @@ def test_model_with_its_own_rescaling_layer(tracking_uri, model_name, convert_cl
     keras_model = small_cnn(rescaling=1 / 127.5)
     register_keras(tracking_uri, model_name, keras_model, CLASSES)
 
-    code, doc, _ = convert_cli("--model", model_name, "--input-scaling", "none")
+    code, doc, _ = convert_cli("--model", model_name)  # no flag: the Rescaling layer is seen
 
     assert code == 0 and doc["results"][0]["figures"]["parity_max_abs_diff"] <= 1e-4
+    assert doc["results"][0]["figures"]["input_scaling_origin"].startswith("the model has its own")
+    tags = MlflowClient(tracking_uri).get_model_version_by_alias(model_name, "onnx").tags
+    assert tags["input_scaling"] == "none"
     (path,) = [
         p
         for p in registered_onnx(tracking_uri, model_name, doc["results"][0]["version"], tmp_path)
@@ -264,3 +269,96 @@ def test_int8_version_registered_when_it_agrees(tracking_uri, model_name, conver
     code, again, _ = convert_cli("--model", model_name, "--quantize", "int8")
     assert code == 0 and [r["status"] for r in again["results"]] == ["exists", "exists"]
     assert versions(tracking_uri, model_name) == before
+
+
+def test_a_wrong_scaling_fails_on_labelled_samples_and_names_the_right_one(
+    tracking_uri, model_name, convert_cli
+):
+    """Parity alone would pass: Keras and ONNX agree on the same wrongly scaled pixels."""
+    images, labels = brightness_images(40)
+    register_keras(tracking_uri, model_name, brightness_cnn(), ["dark", "bright"], images, labels)
+
+    code, doc, err = convert_cli("--model", model_name, "--input-scaling", "none")
+
+    assert code == 1 and "--input-scaling unit" in doc["error"], doc
+    assert (
+        doc["details"]["sample_top1_accuracy"] == 0.5 and doc["details"]["sample_top1_accuracy_unit"] == 1.0
+    )
+    assert all(t.get("format") != "onnx" for t in versions(tracking_uri, model_name).values())
+
+    code, doc, _ = convert_cli("--model", model_name)  # the default, unit, is right for this model
+
+    assert code == 0
+    assert doc["results"][0]["figures"]["sample_top1_accuracy"] == 1.0
+    tags = MlflowClient(tracking_uri).get_model_version_by_alias(model_name, "onnx").tags
+    assert tags["sample_top1_accuracy"] == "1" and tags["sample_labelled_images"] == "40"
+
+
+def test_the_runs_preprocessing_param_is_baked_in(tracking_uri, model_name, convert_cli, tmp_path):
+    import keras
+
+    model = small_cnn()
+    register_keras(tracking_uri, model_name, model, CLASSES, rng_images(6), params={"preprocessing": "torch"})
+
+    code, doc, _ = convert_cli("--model", model_name)
+
+    assert code == 0 and doc["results"][0]["figures"]["input_scaling_origin"] == "run param preprocessing"
+    (path,) = [
+        p
+        for p in registered_onnx(tracking_uri, model_name, doc["results"][0]["version"], tmp_path)
+        if p.suffix == ".onnx"
+    ]
+    images = rng_images(8, seed=5)
+    got = ort.InferenceSession(str(path)).run(None, {"image": images})[0]
+    want = np.asarray(model(keras.applications.densenet.preprocess_input(images.astype(np.float32))))
+    assert np.abs(got - want).max() <= 1e-4
+
+    other = f"{model_name}-bad"
+    register_keras(tracking_uri, other, model, CLASSES, params={"preprocessing": "imagenet"})
+    code, doc, _ = convert_cli("--model", other)
+    assert code == 2 and "preprocessing='imagenet'" in doc["error"] and "--input-scaling" in doc["error"]
+
+
+def test_a_rerun_publishes_what_an_interrupted_run_registered(tracking_uri, model_name, convert_cli):
+    client = MlflowClient(tracking_uri)
+    source = register_keras(tracking_uri, model_name, small_cnn(), CLASSES)
+    code, doc, _ = convert_cli("--model", model_name)
+    onnx_version = doc["results"][0]["version"]
+    # As if the run had stopped between registering the version and publishing it.
+    client.delete_registered_model_alias(model_name, "onnx")
+    client.delete_model_version_tag(model_name, source, "onnx_model_version")
+
+    code, again, _ = convert_cli("--model", model_name)
+
+    assert code == 0 and again["results"][0]["status"] == "published"
+    assert again["results"][0]["version"] == onnx_version
+    assert client.get_model_version_by_alias(model_name, "onnx").version == onnx_version
+    assert client.get_model_version(model_name, source).tags["onnx_model_version"] == onnx_version
+    code, third, _ = convert_cli("--model", model_name)
+    assert third["results"][0]["status"] == "exists"
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_crash_is_exit_4_with_one_json_document(monkeypatch, capsys, debug):
+    """Unit test of the CLI's last line of defence: any unexpected error (here raised by a stand-in for the
+    pipeline) is exit 4, which a DAG retries, never 1, which it must not."""
+    from convert import cli
+
+    def crash(options, step):
+        raise RuntimeError("disk on fire\nsecond line")
+
+    monkeypatch.setattr(cli, "run", crash)
+    code = cli.main(["--tracking-uri", "http://127.0.0.1:9", "--json", *(["--debug"] if debug else [])])
+
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert code == 4 and doc["exit_code"] == 4 and doc["ok"] is False
+    assert doc["error"].startswith("fish-convert crashed: RuntimeError: disk on fire;")
+    assert ("Traceback" in err) == debug
+
+
+def test_bad_usage_with_json_is_still_one_json_document(capsys):
+    from convert import cli
+
+    assert cli.main(["--json", "--quantize", "int4"]) == 2
+    assert json.loads(capsys.readouterr().out)["exit_code"] == 2

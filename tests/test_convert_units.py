@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from convert import export, parity, samples
+from convert import parity, samples, scaling_gate
+from convert.cli import parse_args
 from convert.errors import InvalidInput
 from convert.registry import parse_class_indices
 
@@ -30,12 +31,6 @@ def test_bad_class_indices_are_refused_with_a_reason(text):
     with pytest.raises(InvalidInput, match="x") as refused:
         parse_class_indices(text, "x")
     assert refused.type is InvalidInput and refused.value.exit_code == 2  # a bad file, not a missing one
-
-
-@pytest.mark.parametrize(("scaling", "low", "high"), [("unit", 0, 1), ("symmetric", -1, 1), ("none", 0, 255)])
-def test_scalings_map_the_pixel_range(scaling, low, high):
-    pixels = np.array([0, 255], dtype=np.uint8)
-    np.testing.assert_allclose(export.scale_images(pixels, scaling), [low, high], atol=1e-6)
 
 
 def test_split_is_disjoint_and_covers_everything():
@@ -86,3 +81,50 @@ def test_check_images_say_where_they_came_from(tmp_path):
     Image.new("RGB", (10, 10), (1, 2, 3)).save(tmp_path / "a.png")
     found = samples.check_images(tmp_path, (8, 8))
     assert found.origin == "1 sample images" and found.pixels.shape == (1, 8, 8, 3)
+
+
+def test_samples_in_class_folders_are_labelled_by_folder(tmp_path):
+    from PIL import Image
+
+    for folder, name in [("black_sea_sprat", "a.png"), ("Gilt-Head Bream", "b.png"), ("black_sea_sprat", "c.png")]:
+        (tmp_path / folder).mkdir(exist_ok=True)
+        Image.new("RGB", (4, 4)).save(tmp_path / folder / name)
+    found = samples.check_images(tmp_path, (4, 4), ["Gilt-Head Bream", "Black Sea Sprat"])
+    assert found.labels.tolist() == [0, 1, 1]  # sorted paths: Gilt-Head Bream/b, black_sea_sprat/a, .../c
+    # a folder that names no class, or files outside class folders: no labels, no guessing
+    assert samples.check_images(tmp_path, (4, 4), ["Gilt-Head Bream", "Trout"]).labels is None
+    Image.new("RGB", (4, 4)).save(tmp_path / "loose.png")
+    assert samples.check_images(tmp_path, (4, 4), ["Gilt-Head Bream", "Black Sea Sprat"]).labels is None
+
+
+def test_chance_ceiling_shrinks_with_more_images():
+    assert scaling_gate.chance_ceiling(9, 360) == pytest.approx(1 / 9 + 3 * (1 / 9 * 8 / 9 / 360) ** 0.5)
+    assert scaling_gate.chance_ceiling(9, 40) > scaling_gate.chance_ceiling(9, 360) > 1 / 9
+
+
+def test_distinct_modes_try_each_computation_once():
+    assert "tf" not in scaling_gate._distinct_modes("symmetric")
+    assert set(scaling_gate._distinct_modes("unit")) == {"symmetric", "torch", "caffe", "none"}
+
+
+@pytest.mark.parametrize(("text", "size"), [("224x224", (224, 224)), ("96", (96, 96)), ("64X128", (64, 128)), ("64x", None), ("0x5", None)])
+def test_input_size_is_h_by_w(text, size, capsys):
+    if size is None:
+        with pytest.raises(SystemExit) as refused:
+            parse_args(["--input-size", text])
+        assert refused.value.code == 2 and "HxW" in capsys.readouterr().err
+    else:
+        assert parse_args(["--input-size", text])[0].input_size == size
+
+
+def test_failure_text_is_never_console_markup():
+    """A shape like [None, 64, 64, 1] once vanished from the message as rich markup."""
+    import io
+
+    from rich.console import Console
+
+    from convert.cli import _report_failure
+
+    out = io.StringIO()
+    _report_failure(InvalidInput("input [None, 64, 64, 1] is [bold]odd"), False, Console(file=out, width=200))
+    assert "input [None, 64, 64, 1] is [bold]odd" in out.getvalue()
