@@ -72,6 +72,8 @@ def run(options: Options, step: Step = plain_step) -> tuple[registry.Source, str
         lambda: registry.resolve_source(client, options.model, options.version, options.from_alias),
     )
     job = _Job(client, source, options, step)
+    if options.quantize == "int8":
+        job.check_int8_possible()  # before the fp32 version is registered: refuse the whole run, not half
     results = [job.fp32()]
     if options.quantize == "int8":
         results.append(job.int8())
@@ -139,15 +141,19 @@ class _Job:
             ),
         )
 
-    def int8(self) -> Result:
-        existing = registry.existing_onnx(self.client, self.target, self.source, "int8")
-        if existing and not self.options.force:
-            return self._finish(existing, "int8", self.options.int8_alias)
+    def check_int8_possible(self) -> None:
+        if registry.existing_onnx(self.client, self.target, self.source, "int8") and not self.options.force:
+            return
         if self.compute_dtype != "float32":
             raise InvalidInput(
                 f"the Keras model computes in {self.compute_dtype}: int8 quantization starts from a float32 "
                 "model; convert without --quantize"
             )
+
+    def int8(self) -> Result:
+        existing = registry.existing_onnx(self.client, self.target, self.source, "int8")
+        if existing and not self.options.force:
+            return self._finish(existing, "int8", self.options.int8_alias)
         fp32 = self._fresh_fp32 or self.step("Downloading the registered fp32 ONNX", self._registered_fp32)
         calibration, heldout = samples.split(self.check_images.pixels)
         int8, calibration_method = self.step(

@@ -7,7 +7,11 @@ tf2onnx's own `from_function` fails on three things real Keras models carry, so 
 - Keras compiles some ops with XLA on TensorFlow's CPU (grouped convolutions: ConvNeXt), and grappler never
   inlines a function marked `_XlaMustCompile`/`_noinline`, which leaves `StatefulPartitionedCall` nodes that no
   ONNX runtime can load; the marks are dropped so the function bodies are inlined;
-- exact GELU is `Erfc`, which tf2onnx has no handler for; it is `1 - Erf`.
+- exact GELU is `Erfc`, which tf2onnx has no handler for; it is `1 - Erf`;
+- tf2onnx's transpose optimizer crashes on a convolution followed by the addition of a scalar (MobileNetV3's
+  hard-swish: `x + 3`) and then skips its whole pass, leaving a transpose around every convolution; the scalar
+  is given the shape [1], which broadcasts the same.
+A pass tf2onnx still skips is reported in one line, not with its traceback.
 tf2onnx's optimizer loop copies the whole graph, weights included, at every pass and leaves the copies to the
 cyclic garbage collector: ConvNeXtTiny peaked at 6.6 GB. Collecting before each pass keeps one copy alive.
 """
@@ -15,6 +19,7 @@ cyclic garbage collector: ConvNeXtTiny peaked at 6.6 GB. Collecting before each 
 from __future__ import annotations
 
 import gc
+import logging
 from collections import OrderedDict
 
 import numpy as np
@@ -42,6 +47,7 @@ def to_onnx(function, input_name: str, output_name: str, opset: int) -> onnx.Mod
             output_names=outputs,
             tensors_to_rename={inputs[0]: input_name, outputs[0]: output_name},
         )
+    _scalar_addends_as_vectors(graph)
     graph = optimizer.optimize_graph(graph, catch_errors=True, optimizers=_collecting(optimizer))
     model = graph.make_model("fish-convert")
     gc.collect()
@@ -85,6 +91,36 @@ def _collecting(optimizer) -> OrderedDict:
 
     return OrderedDict((name, collected(f)) for name, f in optimizer._get_optimizers().items())
 
+
+def _scalar_addends_as_vectors(graph) -> None:
+    """Give each constant scalar added to a tensor its own [1]-shaped copy (same broadcast, same result)."""
+    from tf2onnx import utils
+
+    for node in graph.get_nodes():
+        if node.type != "Add":
+            continue
+        for index, addend in enumerate(node.inputs):
+            other = graph.get_shape(node.input[1 - index])
+            if addend is None or not addend.is_const() or not other:  # unknown or scalar: leave it
+                continue
+            value = addend.get_tensor_value(as_list=False)
+            if value.ndim == 0:
+                vector = graph.make_const(utils.make_name(f"{node.name}_addend"), value.reshape(1))
+                graph.replace_input(node, node.input[index], vector.output[0], index)
+
+
+class _OneLine(logging.Filter):
+    """tf2onnx logs a pass it skipped with the traceback; the person running the converter gets one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            record.msg = f"{record.getMessage()} (tf2onnx skipped it: {type(error).__name__}: {error})"
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
+
+
+logging.getLogger("tf2onnx.optimizer").addFilter(_OneLine())
 
 _registered = False
 
