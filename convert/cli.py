@@ -88,7 +88,8 @@ def parse_args(argv: list[str] | None) -> tuple[Options, bool]:
     p.add_argument(
         "--tolerance",
         type=float,
-        help="parity: max |Δprobability| (default: 1e-4 for a float32 model, 5e-3 for mixed_float16)",
+        help="parity: max |Δprobability| (default: 1e-3 for a float32 model, 5e-2 for mixed_float16, 1e-1 for "
+        "bfloat16)",
     )
     p.add_argument(
         "--min-int8-agreement",

@@ -10,7 +10,6 @@ import onnxruntime as ort
 from convert import preprocessing
 from convert.export import INPUT_NAME
 
-DEFAULT_TOLERANCE = 1e-4
 BATCH = 16
 
 

@@ -221,7 +221,7 @@ def test_parity_failure_registers_nothing(tracking_uri, model_name, convert_cli)
     code, doc, err = convert_cli("--model", model_name)
 
     assert code == 1 and "parity check failed" in doc["error"]
-    assert doc["details"]["parity_max_abs_diff"] > 1e-4
+    assert doc["details"]["parity_max_abs_diff"] > 1e-3  # above the float32 tolerance
     assert "parity_max_abs_diff" in err  # the figures are printed for the person reading the DAG log
     assert versions(tracking_uri, model_name) == before
     assert MlflowClient(tracking_uri).get_registered_model(model_name).aliases == {}
