@@ -86,7 +86,11 @@ def test_check_images_say_where_they_came_from(tmp_path):
 def test_samples_in_class_folders_are_labelled_by_folder(tmp_path):
     from PIL import Image
 
-    for folder, name in [("black_sea_sprat", "a.png"), ("Gilt-Head Bream", "b.png"), ("black_sea_sprat", "c.png")]:
+    for folder, name in [
+        ("black_sea_sprat", "a.png"),
+        ("Gilt-Head Bream", "b.png"),
+        ("black_sea_sprat", "c.png"),
+    ]:
         (tmp_path / folder).mkdir(exist_ok=True)
         Image.new("RGB", (4, 4)).save(tmp_path / folder / name)
     found = samples.check_images(tmp_path, (4, 4), ["Gilt-Head Bream", "Black Sea Sprat"])
@@ -107,7 +111,10 @@ def test_distinct_modes_try_each_computation_once():
     assert set(scaling_gate._distinct_modes("unit")) == {"symmetric", "torch", "caffe", "none"}
 
 
-@pytest.mark.parametrize(("text", "size"), [("224x224", (224, 224)), ("96", (96, 96)), ("64X128", (64, 128)), ("64x", None), ("0x5", None)])
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("224x224", (224, 224)), ("96", (96, 96)), ("64X128", (64, 128)), ("64x", None), ("0x5", None)],
+)
 def test_input_size_is_h_by_w(text, size, capsys):
     if size is None:
         with pytest.raises(SystemExit) as refused:
