@@ -115,6 +115,20 @@ def _batch_norms(model):
         yield from _batch_norms(layer) if hasattr(layer, "layers") else ()
 
 
+def small_model(input_shape: tuple, *front):
+    """The model code teams write around a small head: `front` layers, then a convolution and a classifier."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([
+        keras.Input(input_shape),
+        *front,
+        keras.layers.Conv2D(8, 3, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(len(CLASSES), activation="softmax"),
+    ])  # fmt: skip
+
+
 def team_pipeline(module: str | None):
     """How the team feeds the model in training: keras.applications' own preprocess_input, or raw pixels for a
     model that scales itself."""
@@ -166,17 +180,13 @@ def test_augmentation_layers_and_own_rescaling(tracking_uri, model_name, table, 
     """A Sequential that augments in the model (inactive when serving) and scales raw pixels itself."""
     import keras
 
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((32, 32, 3)),
+    model = small_model(
+        (32, 32, 3),
         keras.layers.RandomFlip("horizontal"),
         keras.layers.RandomRotation(0.1),
         keras.layers.RandomZoom(0.1),
         keras.layers.Rescaling(1 / 255),
-        keras.layers.Conv2D(8, 3, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(len(CLASSES), activation="softmax"),
-    ])  # fmt: skip
+    )
     register_keras(tracking_uri, model_name, model, CLASSES, samples=photos(8, 32))
 
     code, doc, err, seconds = convert(tracking_uri, "--model", model_name)
@@ -193,14 +203,7 @@ def test_augmentation_layers_and_own_rescaling(tracking_uri, model_name, table, 
 def test_lambda_first_layer_needs_trust(tracking_uri, model_name, table, tmp_path):
     import keras
 
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((32, 32, 3)),
-        keras.layers.Lambda(lambda x: x / 127.5 - 1.0),
-        keras.layers.Conv2D(8, 3, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(len(CLASSES), activation="softmax"),
-    ])  # fmt: skip
+    model = small_model((32, 32, 3), keras.layers.Lambda(lambda x: x / 127.5 - 1.0))
     register_keras(tracking_uri, model_name, model, CLASSES, samples=photos(8, 32))
 
     code, doc, _, _ = convert(tracking_uri, "--model", model_name, "--input-scaling", "none")
@@ -232,21 +235,12 @@ class Contrast(keras.layers.Layer):
 def test_custom_layer_is_imported_by_name(tracking_uri, model_name, table, tmp_path):
     import importlib.util
 
-    import keras
-
     module_file = tmp_path / "fishteam_layers.py"
     module_file.write_text(CUSTOM_LAYER)
     spec = importlib.util.spec_from_file_location("fishteam_layers", module_file)
     layers = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(layers)
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((32, 32, 3)),
-        layers.Contrast(),
-        keras.layers.Conv2D(8, 3, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(len(CLASSES), activation="softmax"),
-    ])  # fmt: skip
+    model = small_model((32, 32, 3), layers.Contrast())
     register_keras(tracking_uri, model_name, model, CLASSES, samples=photos(8, 32))
 
     code, doc, _, _ = convert(tracking_uri, "--model", model_name)
@@ -294,15 +288,8 @@ def test_mixed_float16_model_converts_within_a_float16_tolerance(tracking_uri, m
 
 
 def test_any_size_model_is_served_at_the_size_given(tracking_uri, model_name, table, tmp_path):
-    import keras
 
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((None, None, 3)),
-        keras.layers.Conv2D(8, 3, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(len(CLASSES), activation="softmax"),
-    ])  # fmt: skip
+    model = small_model((None, None, 3))
     register_keras(tracking_uri, model_name, model, CLASSES)
 
     code, doc, _, _ = convert(tracking_uri, "--model", model_name)
@@ -327,17 +314,10 @@ def test_any_size_model_is_served_at_the_size_given(tracking_uri, model_name, ta
 
 
 def test_grayscale_model_sees_grayscale(tracking_uri, model_name, table, tmp_path):
-    import keras
     import onnx
     import tensorflow as tf
 
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((32, 32, 1)),
-        keras.layers.Conv2D(8, 3, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(len(CLASSES), activation="softmax"),
-    ])  # fmt: skip
+    model = small_model((32, 32, 1))
     register_keras(tracking_uri, model_name, model, CLASSES, samples=photos(8, 32))
 
     code, doc, err, seconds = convert(tracking_uri, "--model", model_name)
