@@ -32,8 +32,18 @@ from convert.errors import ConvertError  # noqa: E402
 from convert.pipeline import Options, Result, run  # noqa: E402
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's usage errors, with the message kept for the JSON document."""
+
+    last_error = ""
+
+    def error(self, message: str):
+        _Parser.last_error = message
+        super().error(message)
+
+
 def parse_args(argv: list[str] | None) -> tuple[Options, bool]:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="fish-convert",
         description="Convert a registered Keras model version to a verified ONNX version in the same registry.",
         epilog="Exit codes: 0 converted or already done; 1 a check failed; 2 bad usage, bad inputs, a model "
@@ -145,9 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help is 0, bad usage is 2
         code = int(exc.code or 0)
         if code and "--json" in (sys.argv[1:] if argv is None else argv):
-            print(
-                json.dumps({"ok": False, "exit_code": code, "error": "bad usage (see the message on stderr)"})
-            )
+            print(json.dumps({"ok": False, "exit_code": code, "error": f"bad usage: {_Parser.last_error}"}))
         return code
     quiet.install()
     progress = Console(file=sys.stderr)  # the real stderr, not the filtered one below: spinners pass at once

@@ -361,4 +361,5 @@ def test_bad_usage_with_json_is_still_one_json_document(capsys):
     from convert import cli
 
     assert cli.main(["--json", "--quantize", "int4"]) == 2
-    assert json.loads(capsys.readouterr().out)["exit_code"] == 2
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["exit_code"] == 2 and "--quantize" in doc["error"] and "int4" in doc["error"]
