@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from mlflow import MlflowClient
 
-from convert import samples
+from convert import samples, scaling_gate
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +26,10 @@ def test_mobilenetv2_converts_with_parity(fish_registry, convert_cli, tmp_path):
     (fp32,) = doc["results"]
     assert fp32["status"] == "registered" and fp32["figures"]["parity_images"] == 360  # the run's samples
     assert fp32["figures"]["parity_max_abs_diff"] <= 1e-4 and fp32["figures"]["parity_top1_agreement"] == 1.0
+    # The run names its preprocessing, and its samples lie in species folders: the scaling is checked on them.
+    assert fp32["figures"]["input_scaling_origin"] == "run param preprocessing"
+    assert fp32["figures"]["sample_labelled_images"] == 360
+    assert fp32["figures"]["sample_top1_accuracy"] > scaling_gate.chance_ceiling(9, 360)
     client = MlflowClient(mlflow.get_tracking_uri())
     assert client.get_model_version_by_alias(name, "onnx").version == fp32["version"]
     assert client.get_model_version(name, keras_version).tags["onnx_model_version"] == fp32["version"]
