@@ -57,14 +57,14 @@ RECALIBRATION_IMAGES = 384
 # The first steps trace the training graph: their time says nothing of the speed.
 WARMUP_STEPS = 3
 # The plan is redone every REPLAN_STEPS steps from the speed of the last
-# SPEED_WINDOW: long enough to average out a busy machine's jitter (seen: 0.27 to
-# 0.58 s a step within a minute), short enough to follow a lasting change.
+# SPEED_WINDOW: long enough to average out a busy machine's jitter (seen: step
+# times varying two-fold within a minute), short enough to follow a lasting change.
 REPLAN_STEPS = 20
 SPEED_WINDOW = 60
 # Time kept after training for BatchNorm recalibration and evaluation, in
 # seconds and in step times (it slows down with the steps on a busy machine).
 FINISH_RESERVE_S = 10.0
-FINISH_RESERVE_STEPS = 50
+FINISH_RESERVE_STEPS = 60
 
 
 @dataclass
@@ -231,8 +231,8 @@ class _Plan(keras.callbacks.Callback):
         reserve = max(FINISH_RESERVE_S, FINISH_RESERVE_STEPS * self.step_s)
         affordable = self.step + int((self.deadline_s - reserve - now) / self.step_s)
         self.planned = max(self.step + 1, min(self.max_steps, affordable))
-        # Logged when first known and when it moves by a sixth or more.
-        if not self.logged_plan or abs(self.planned - self.logged_plan) >= self.logged_plan / 6:
+        # Logged when first known and when it moves by a quarter or more.
+        if not self.logged_plan or abs(self.planned - self.logged_plan) >= self.logged_plan / 4:
             cut = (
                 ""
                 if self.planned == self.max_steps
