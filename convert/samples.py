@@ -1,6 +1,6 @@
 """Images for the parity and int8 gates: the training run's held-out samples, or generated stand-ins.
 
-Sample files are decoded by the serving function's own decoder (`function.images`: JPEG draft mode, EXIF
+Sample files are decoded by the serving function's own decoder (`function.inference.images`: JPEG draft mode, EXIF
 orientation, alpha on white, 16-bit range), so the gates judge exactly the pixels the function will classify.
 That module imports only numpy and Pillow; the dependency points this way only, never from function to convert.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from convert.errors import InvalidInput
-from function import images as function_images
+from function.inference import images as function_images
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 GENERATED_IMAGES = 32

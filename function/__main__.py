@@ -9,8 +9,9 @@ import logging
 import os
 import sys
 
+from function.inference import images
 from function.lifecycle import BudgetTooSmall, Shutdown
-from function.model_slot import ModelSlot
+from function.model.slot import ModelSlot
 from function.settings import BadSetting, Settings
 
 
@@ -21,14 +22,14 @@ def main() -> None:
         shutdown = Shutdown(settings.shutdown_grace_s, settings.shutdown_drain_s)
     except (BadSetting, BudgetTooSmall) as exc:
         sys.exit(f"fish-function: {exc}")
-    slot = ModelSlot().start(settings)
+    slot = ModelSlot(warm_up=images.warm_up).start(settings)
 
     from functools import partial
 
     import uvicorn
 
     from function.app import create_app
-    from function.server import DrainingServer, GuardedHttpTools
+    from function.http.server import DrainingServer, GuardedHttpTools
 
     config = uvicorn.Config(
         create_app(settings, slot=slot, shutdown=shutdown),
@@ -39,7 +40,7 @@ def main() -> None:
         http=partial(GuardedHttpTools, header_timeout_s=settings.header_timeout_s),
         server_header=False,  # "server: uvicorn" tells a scanner which CVEs to try
         # No limit_concurrency: it counts idle and half-sent connections too, so a few hundred slowloris
-        # connections would get every request a text/plain 503. Admission control (function.admission) counts
+        # connections would get every request a text/plain 503. Admission control (function.http.admission) counts
         # only requests that do inference, and the header deadline above bounds what a connection can hold.
     )
     server = DrainingServer(config, shutdown)

@@ -1,30 +1,28 @@
 """`create_app` only assembles: the model slot, the prediction log, the prediction service, the doors
-(`function.routes`: /predict, /predict/batch, CloudEvents at /, the Open Inference Protocol under /v2, status,
-and the web UI unless WEB_UI is off), problem details (`function.problems`), Litestar's Prometheus
-middleware, and in front of it all admission control and security headers (`function.admission`)."""
+(`function.http.doors`, the one table of routes), problem details (`function.http.problems`), Litestar's
+Prometheus middleware, and in front of it all the pure ASGI layers, each with one job: security headers, HEAD as
+GET, admission control, slow bodies (`function.http`)."""
 
 from __future__ import annotations
 
 from litestar import Litestar
 from litestar.di import Provide
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusConfig
 
-from function import problems
-from function.admission import Admission
-from function.image_urls import ImageUrls
+from function.http import problems
+from function.http.admission import Admission
+from function.http.doors import doors
+from function.http.head_as_get import HeadAsGet
+from function.http.security_headers import SecurityHeaders
+from function.http.slow_bodies import SlowBodies
+from function.http.web_files import WebFiles
+from function.inference import images
+from function.inference.image_urls import ImageUrls
+from function.inference.service import PredictionService
 from function.lifecycle import Shutdown
-from function.model_slot import ModelSlot
-from function.prediction_log import PredictionLog, open_log
-from function.routes import batch, events, history, oip, predict, status, web
-from function.service import PredictionService
+from function.model.slot import ModelSlot
+from function.prediction_log import NullLog, PostgresLog, PredictionLog
 from function.settings import BODY_SLACK_BYTES, Settings
-
-
-class Metrics(PrometheusController):
-    """For Prometheus, in its text format: not an API operation, so not in the OpenAPI document (Litestar's
-    controller would be documented as JSON)."""
-
-    include_in_schema = False
 
 
 def create_app(
@@ -35,10 +33,11 @@ def create_app(
 ) -> Litestar:
     """`slot`: a model already loading (the server starts it before importing this module); by default the
     model starts loading when the app starts. `shutdown`: the server's, which marks SIGTERM."""
-    prediction_log = open_log(settings.database_url) if prediction_log is None else prediction_log
+    if prediction_log is None:
+        prediction_log = PostgresLog(settings.database_url) if settings.database_url else NullLog()
     shutdown = shutdown or Shutdown(settings.shutdown_grace_s, settings.shutdown_drain_s)
     preloading = slot is not None
-    slot = slot or ModelSlot()
+    slot = slot or ModelSlot(warm_up=images.warm_up)
     service = PredictionService(settings, slot, prediction_log)
     image_urls = ImageUrls(
         settings.image_url_allowed_prefixes, settings.image_url_timeout_s, settings.max_upload_bytes
@@ -57,17 +56,7 @@ def create_app(
 
     prometheus = PrometheusConfig(app_name="fish-function", prefix="http", group_path=True)
     app = Litestar(
-        route_handlers=[
-            predict.predict,
-            *batch.handlers(settings),
-            *events.handlers(settings),
-            *oip.handlers(settings),
-            *history.HANDLERS,
-            *(web.handlers(settings) if settings.web_ui else []),
-            status.health,
-            status.model_info,
-            Metrics,
-        ],
+        route_handlers=doors(settings),
         dependencies={
             "service": provide(service),
             "slot": provide(slot),
@@ -75,6 +64,7 @@ def create_app(
             "shutdown": provide(shutdown),
             "image_urls": provide(image_urls),
             "prediction_log": provide(prediction_log),
+            "web_files": provide(WebFiles(settings.web_dir)),
         },
         middleware=[prometheus.middleware],
         plugins=[problems.plugin(settings)],
@@ -82,9 +72,9 @@ def create_app(
         on_shutdown=[flush_log, service.stop, image_urls.close],
         request_max_body_size=settings.max_upload_bytes + BODY_SLACK_BYTES,
     )
-    app.state.model_slot = slot
     # Outermost, inside Litestar's own entry point: a refused request costs no routing and no body read.
-    app.asgi_handler = Admission(app.asgi_handler, settings.max_concurrent_requests,
-                                 settings.body_idle_timeout_s, settings.slow_upload_s,
-                                 settings.shed_delay_s)  # fmt: skip
+    handler = SlowBodies(app.asgi_handler, settings.body_idle_timeout_s, settings.slow_upload_s,
+                         slow_limit=max(1, settings.max_concurrent_requests // 2))  # fmt: skip
+    handler = Admission(handler, settings.max_concurrent_requests, settings.shed_delay_s)
+    app.asgi_handler = SecurityHeaders(HeadAsGet(handler))
     return app

@@ -8,8 +8,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from function.model_source import Registry
-
 DEFAULT_MODEL_URI = "models:/fish-classification-mobilenetv2@onnx"
 # Off a load balancer that needs time to notice a 503 (a plain Deployment) a drain is needed; under Knative the
 # queue-proxy has drained before the container sees SIGTERM, so there it would only delay the exit.
@@ -31,7 +29,7 @@ class Settings:
     tracking_password: str | None = field(default=None, repr=False)
     database_url: str | None = None
     cache_dir: Path = Path("/tmp/fish-function/models")
-    baked_dir: Path | None = None  # a read-only copy of registry versions inside the image (see model_source)
+    baked_dir: Path | None = None  # a read-only copy of registry versions inside the image (see model.source)
     max_upload_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000  # a 12 MP phone photo passes; a decompression bomb does not
     max_batch_files: int = 32  # images in one POST /predict/batch
@@ -45,26 +43,21 @@ class Settings:
     web_dir: Path | None = None  # the UI's files (the image's copy); None: the checkout's web/
     threads: int = 0  # onnxruntime's intra-op threads for a request that runs alone; 0: one a CPU
     # Requests decoded and run at once; 0: one more than the CPUs, since a core would otherwise idle while a
-    # worker waits for the GIL (2 cores, fp32 MobileNetV2, concurrency 8: 154-158 req/s with 2, 166-191 with 3).
+    # worker waits for the GIL. (Why each default here is what it is, measured: docs/tuning.md.)
     workers: int = 0
     # Inference requests (POST /predict, /predict/batch, /, /v2/.../infer) in the app at once; more are answered
-    # 503 + Retry-After at once, their bodies unread. 0: six a CPU. On 2 cores (3 workers) fp32 MobileNetV2's
-    # throughput peaks at concurrency 8 (the knee: past it latency grows, throughput does not), 4 a CPU; half as
-    # many again so that load at the knee is never refused (wrk c=8 at a limit of 8 saw 503s: a client that gives
-    # up on a slow answer sends its next request while the server still works on the old one), at a cost of
-    # 4/throughput in latency (25 ms for 640x480 photos) and 4 more bodies in memory.
+    # 503 + Retry-After, their bodies unread. 0: six a CPU: throughput peaks at four a CPU, and half as many again
+    # keeps load at that knee from being refused.
     max_concurrent_requests: int = 0
     # A refused request's 503 goes out after this pause (no work meanwhile: a timer, the body left unread), the
-    # second its Retry-After asks for. A client that ignores Retry-After and asks again at once would otherwise
-    # make refusing the instance's main work: about 200 µs of CPU each (accept, parse, answer, close), 1,750 a
-    # second from 256 such clients on 2 cores, which cut what was answered to 0.75 (640x480) and 0.59 (12 MP) of
-    # the c=8 peak; with 1 s, 0.98 and 0.90 (10 s trials). 0: answer at once.
+    # second its Retry-After asks for, so that clients which ask again at once cannot make refusing the
+    # instance's main work. 0: answer at once.
     shed_delay_s: float = 1.0
     # An admitted request's body: answered 408 when no byte came for this long (a phone on a slow link still
     # sends something every few seconds; 30 s of silence is a dead or hostile connection) ...
     body_idle_timeout_s: float = 30.0
-    # ... and counted as slow once it has been arriving for this long (10 MB takes under a second on a data
-    # centre link; 3 MB from a phone at 1 Mbit/s takes 25 s). At most half the slots may be slow at once.
+    # ... and counted as slow once it has been arriving for this long (a phone's 3 MB at 1 Mbit/s takes 25 s; a
+    # data centre sends 10 MB in under a second). At most half the slots may be slow at once.
     slow_upload_s: float = 5.0
     # A connection must send a request's headers within this long (from connecting, or from its last answer);
     # uvicorn alone waits for ever. Headers are a few hundred bytes: 2G sends them in well under a second.
@@ -81,16 +74,6 @@ class Settings:
         object.__setattr__(self, "workers", self.workers or available_cpus() + 1)
         admitted = self.max_concurrent_requests or 6 * available_cpus()
         object.__setattr__(self, "max_concurrent_requests", admitted)
-
-    @property
-    def registry(self) -> Registry:
-        return Registry(
-            self.tracking_uri,
-            self.tracking_token,
-            self.tracking_username,
-            self.tracking_password,
-            self.baked_dir,
-        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

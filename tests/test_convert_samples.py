@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from convert import samples
-from function import images
+from function.inference import images
 
 SIZE = (224, 224)  # MobileNetV2's: a 640x480 JPEG is decoded at 1/2 scale in draft mode
 

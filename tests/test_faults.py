@@ -31,7 +31,8 @@ import psycopg
 import pytest
 from PIL import Image
 
-from function.model_source import Registry, fetch
+from function.model.registry import Registry
+from function.model.source import fetch
 from tests import tiny_onnx
 from tests.faults_process import CLEAN_EXIT, Function
 from tests.faults_registry import FAULTS, NAME, URI, VERSION, FakeRegistry

@@ -1,4 +1,4 @@
-"""Admission control and slow clients (function.admission, function.server), on the real process.
+"""Admission control and slow clients (function.http.admission, function.http.slow_bodies, function.http.server), on the real process.
 
 Past MAX_CONCURRENT_REQUESTS an inference request is answered 503 with Retry-After without its body being read,
 and its connection closes after the answer; memory follows what is admitted, not how many clients send; a body
@@ -244,7 +244,7 @@ def test_a_refusal_waits_its_retry_after_on_a_timer_and_never_reaches_the_app():
     work: without it they ask again at once, thousands of times a second."""
     import asyncio
 
-    from function.admission import Admission
+    from function.http.admission import Admission
 
     reached = []
 
@@ -260,7 +260,7 @@ def test_a_refusal_waits_its_retry_after_on_a_timer_and_never_reaches_the_app():
         async def receive():
             raise AssertionError("a refused request's body is never read")
 
-        door = Admission(app, limit=0, idle_s=30, slow_after_s=5, shed_delay_s=0.3)
+        door = Admission(app, limit=0, shed_delay_s=0.3)
         scope = {"type": "http", "method": "POST", "path": "/predict",
                  "headers": [(b"content-length", b"5000000")]}  # fmt: skip
         started = time.monotonic()
@@ -271,7 +271,7 @@ def test_a_refusal_waits_its_retry_after_on_a_timer_and_never_reaches_the_app():
     assert waited >= 0.3 and reached == []
 
     async def two_refused_with_room_to_hold_one() -> list[float]:
-        door = Admission(app, limit=0, idle_s=30, slow_after_s=5, shed_delay_s=0.3, max_held=1)
+        door = Admission(app, limit=0, shed_delay_s=0.3, max_held=1)
         scope = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
         answered: list[float] = []
         started = time.monotonic()

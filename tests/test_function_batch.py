@@ -12,11 +12,12 @@ import pytest
 from litestar.testing import TestClient
 
 from function.app import create_app
-from function.classifier import Classifier
-from function.model_slot import ModelSlot
-from function.model_source import ModelSource
+from function.inference.outcome import RequestContext
+from function.inference.service import PredictionService
+from function.model.classifier import Classifier
+from function.model.slot import ModelSlot
+from function.model.source import ModelSource
 from function.prediction_log import PostgresLog
-from function.service import PredictionService, RequestContext
 from function.settings import Settings
 from tests import tiny_onnx
 from tests.postgres import fresh_database

@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto
 
-from function.classifier import Classifier, ModelInvalid
+from function.model.classifier import Classifier, ModelInvalid
 from tests import tiny_onnx
 
 IMAGES = np.random.default_rng(3).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)

@@ -21,10 +21,10 @@ from PIL import Image
 from prometheus_client import REGISTRY
 
 from function.app import create_app
-from function.events import IMAGE_SUBMITTED, PREDICTION_COMPLETED
-from function.image_urls import ImageUrlRefused, ImageUrls
-from function.model_slot import ModelSlot
+from function.inference.image_urls import ImageUrlRefused, ImageUrls
+from function.model.slot import ModelSlot
 from function.prediction_log import PostgresLog
+from function.protocols.cloudevents import IMAGE_SUBMITTED, PREDICTION_COMPLETED
 from function.settings import Settings
 from tests import tiny_onnx
 from tests.postgres import fresh_database

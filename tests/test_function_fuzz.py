@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from function import images
+from function.inference import images
 from function.settings import Settings
 from tests import tiny_onnx
 

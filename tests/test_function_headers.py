@@ -1,4 +1,4 @@
-"""Security headers on every answer of the real process (function.admission, function.__main__): every route of
+"""Security headers on every answer of the real process (function.http.security_headers, function.__main__): every route of
 the OpenAPI document, a 404, a 405, a 413 and a shed 503 carry nosniff, a framing rule and a referrer policy,
 and none says which server answered. The page keeps its own CSP."""
 
@@ -13,7 +13,8 @@ import uuid
 import httpx
 import pytest
 
-from function.routes import web
+from function.http.routes import web
+from function.http.web_files import REPOSITORY_WEB
 from tests import tiny_onnx
 from tests.test_function_admission import Trickle, post
 from tests.test_function_process import launch, multipart, png_bytes
@@ -101,7 +102,7 @@ def test_the_shed_503_carries_them(server):
     ids=["unparsable", "headers too large"],
 )  # fmt: skip
 def test_the_servers_own_400_is_a_problem_with_them_too(server, sent, detail):
-    """uvicorn answers these before any app code runs (function.server replaces its plain-text 400)."""
+    """uvicorn answers these before any app code runs (function.http.server replaces its plain-text 400)."""
     with socket.create_connection(("127.0.0.1", server)) as sock:
         sock.settimeout(10)
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
@@ -128,7 +129,7 @@ def test_small_headers_with_a_large_body_in_one_read_are_not_taken_for_large_hea
     assert answer.status == 413  # the fixture's MAX_UPLOAD_BYTES, not the 400 for headers
 
 
-@pytest.mark.skipif(not (web.REPOSITORY_WEB / "node_modules").exists(), reason="npm ci in web/ first")
+@pytest.mark.skipif(not (REPOSITORY_WEB / "node_modules").exists(), reason="npm ci in web/ first")
 def test_the_page_keeps_its_own_policy_and_a_missing_file_names_no_server_path(server, tmp_path):
     page = httpx.get(f"http://127.0.0.1:{server}/")
     assert page.status_code == 200 and "server" not in page.headers

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, features
 
-from function import images
+from function.inference import images
 
 SIZE = (16, 16)
 
@@ -181,7 +181,7 @@ def test_pillow_heif_is_imported_on_the_first_heif_file_not_at_start():
     data = heic(Image.new("RGB", (16, 16), (0, 0, 255)))
     script = """
 import sys
-import function.app, function.images as images
+import function.app, function.inference.images as images
 images.warm_up((8, 8))
 before = "pillow_heif" in sys.modules
 images.decode(sys.stdin.buffer.read(), (8, 8), 10_000)

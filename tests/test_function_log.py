@@ -21,6 +21,7 @@ import pytest
 from litestar.testing import TestClient
 from PIL import Image
 from prometheus_client import REGISTRY
+from psycopg.rows import dict_row
 
 from function.app import create_app
 from function.prediction_log import (
@@ -29,7 +30,6 @@ from function.prediction_log import (
     PostgresLog,
     Row,
     VersionStats,
-    open_log,
     schema,
 )
 from function.prediction_log.writer import INSERT
@@ -111,6 +111,18 @@ def predict(client, n: int, colour=(200, 10, 10)) -> list[str]:
         assert response.status_code == 200, response.text
         ids.append(response.json()["prediction_id"])
     return ids
+
+
+async def opened(log: PostgresLog) -> None:
+    """The log's pool open and its schema migrated, as its first row or read would leave them."""
+    await log._database.ready()
+
+
+def newest(url: str, limit: int = 50) -> list[dict]:
+    """The newest rows, newest first, each a dict of the row's fields (probabilities a dict)."""
+    with psycopg.connect(url, row_factory=dict_row) as conn:
+        query = "SELECT * FROM predictions ORDER BY created_at DESC, id DESC LIMIT %s"
+        return conn.execute(query, (limit,)).fetchall()
 
 
 def rows(url: str, ids: list) -> list[tuple]:
@@ -228,7 +240,7 @@ def test_queue_depth_counts_the_rows_in_the_writers_hands(postgres, database):
     async def scenario():
         log = PostgresLog(database)
         await log.start()
-        await log.recent()  # the pool is open and the schema migrated: the writer's next step is the COPY
+        await opened(log)  # the pool is open and the schema migrated: the writer's next step is the COPY
         await asyncio.to_thread(postgres.stop)
         try:
             failures_before = metric("prediction_log_write_failures_total")
@@ -257,7 +269,7 @@ def test_a_batch_retried_after_its_commit_is_written_once(database, caplog):
     async def scenario():
         log = PostgresLog(database)
         await log.start()
-        await log.recent()  # migrated
+        await opened(log)  # migrated
         with psycopg.connect(database) as conn:  # what the first attempt committed
             for row in earlier:
                 conn.execute(INSERT, row.values())
@@ -300,7 +312,7 @@ def test_a_refused_row_is_set_aside_and_the_others_are_written(database, caplog,
     async def scenario():
         log = PostgresLog(database)
         await log.start()
-        await log.recent()  # migrated: the table is there to constrain
+        await opened(log)  # migrated: the table is there to constrain
         with psycopg.connect(database) as conn:
             conn.execute(constraint)
             if refusal == "unique":
@@ -350,7 +362,7 @@ def test_a_connection_lost_while_writing_row_by_row_is_retried(database, caplog)
     async def scenario():
         log = PostgresLog(database)
         await log.start()
-        await log.recent()  # migrated
+        await opened(log)  # migrated
         with psycopg.connect(database) as conn:
             conn.execute(REFUSALS["check"][0])
             conn.execute(HOLD_TRIGGER)
@@ -411,9 +423,8 @@ def test_a_database_made_by_the_first_version_keeps_its_rows(database):
         await log.start()
         log.record(new)
         await eventually(lambda: len(rows(database, [new.id])) == 1, "the new row")
-        recent = await log.recent()
         await log.stop(5)
-        return recent
+        return newest(database)
 
     recent = asyncio.run(scenario())
     assert [r["request_id"] for r in recent] == ["new", "old0", "old1"]
@@ -428,19 +439,17 @@ def test_two_instances_starting_together_take_turns_migrating(database):
 
     async def scenario():
         first, second = PostgresLog(database), PostgresLog(database)
+        rows_ = [make_row(), make_row()]
         async with await psycopg.AsyncConnection.connect(database, autocommit=True) as holder:
             await holder.execute("SELECT pg_advisory_lock(%s)", (schema.MIGRATION_LOCK,))
-            reads = [asyncio.create_task(log.recent()) for log in (first, second)]
+            for log, row in zip((first, second), rows_, strict=True):  # each writer migrates before its row
+                await log.start()
+                log.record(row)
             deadline = time.monotonic() + WAIT_S
             while len(await waiting_for_the_lock(holder, schema.MIGRATION_LOCK)) < 2:
-                assert time.monotonic() < deadline and not any(r.done() for r in reads), "both waiting"
+                assert time.monotonic() < deadline, "both waiting"
                 await asyncio.sleep(0.05)
             await holder.execute("SELECT pg_advisory_unlock(%s)", (schema.MIGRATION_LOCK,))
-        assert await asyncio.gather(*reads) == [[], []]
-        rows_ = [make_row(), make_row()]
-        for log, row in zip((first, second), rows_, strict=True):
-            await log.start()
-            log.record(row)
         await eventually(lambda: len(rows(database, [r.id for r in rows_])) == 2, "a row from each")
         for log in (first, second):
             await log.stop(5)
@@ -461,7 +470,7 @@ async def waiting_for_the_lock(conn, key: int) -> list[int]:
     return [pid for (pid,) in await cursor.fetchall()]
 
 
-def test_recent_and_stats_over_known_rows(database):
+def test_stats_over_known_rows(database):
     now = datetime.now(UTC)
     v1 = [
         make_row(model_version="1", revision="fish-00001", predicted_class=cls, confidence=conf, latency_ms=ms,
@@ -485,31 +494,25 @@ def test_recent_and_stats_over_known_rows(database):
             log.record(row)
         await eventually(lambda: metric("prediction_log_queue_depth") == 0, "the rows to be written")
         try:
-            return (
-                await log.recent(3),
-                await log.recent(),
-                await log.stats(),
-                await log.stats(now - timedelta(hours=1)),
-            )
+            return await log.stats(), await log.stats(now - timedelta(hours=1))
         finally:
             await log.stop(5)
 
-    newest, everything, stats, stats_since = asyncio.run(scenario())
-    assert newest == [dataclasses.asdict(row) for row in v1[:3]]  # every field, probabilities a dict
-    assert [r["id"] for r in everything] == [row.id for row in [*v1, *v2, old]]
+    stats, stats_since = asyncio.run(scenario())
+    assert newest(database, 3) == [dataclasses.asdict(row) for row in v1[:3]]  # every field, as written
+    assert [r["id"] for r in newest(database)] == [row.id for row in [*v1, *v2, old]]
     assert stats == [expected_old, expected_v1, expected_v2]
     assert stats_since == [expected_v1, expected_v2]
 
 
 def test_logging_off_warns_once_and_reads_say_so(caplog):
-    log = open_log(None)
-    assert isinstance(log, NullLog) and isinstance(open_log("postgresql:///x"), PostgresLog)
+    log = NullLog()
 
     async def scenario():
         await log.start()
         await log.start()
         log.record(make_row())
-        for read in (log.recent(), log.stats()):
+        for read in (log.stats(), log.history("a-client-id", 10, None), log.issued(uuid.uuid4())):
             with pytest.raises(LogDisabled):
                 await read
         await log.stop(1)
@@ -581,7 +584,7 @@ def test_an_event_row_is_queued_when_the_database_is_out_of_reach(postgres, data
     async def scenario():
         log = PostgresLog(database)
         await log.start()
-        await log.recent()  # migrated
+        await opened(log)  # migrated
         with postgres.down():
             started = time.monotonic()
             assert await log.record_once(row) == row  # answered, not failed
@@ -602,7 +605,7 @@ def test_events_written_together_settle_each_event_on_one_row(database):
     async def scenario():
         log = PostgresLog(database)
         await log.start()
-        await log.recent()  # migrated
+        await opened(log)  # migrated
         answers = await asyncio.gather(*(log.record_once(row) for row in [first, again, *others]))
         await log.stop(5)
         return answers

@@ -33,8 +33,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from function import problems
 from function.app import create_app
+from function.http import problems
 from function.settings import Settings
 from tests import tiny_onnx
 from tests.postgres import fresh_database
@@ -175,7 +175,7 @@ def test_safe_cuts_tracebacks_and_the_servers_folders_and_leaves_urls():
 
 
 def test_an_image_error_naming_a_path_reaches_no_door_with_it(client, monkeypatch):
-    from function import images
+    from function.inference import images
 
     def leaky(data, size, max_pixels):
         raise images.CorruptImage(LEAKY)
@@ -192,7 +192,7 @@ def test_an_image_error_naming_a_path_reaches_no_door_with_it(client, monkeypatc
 
 
 def test_a_pillow_error_naming_a_path_is_not_passed_on(client, monkeypatch):
-    from function import images
+    from function.inference import images
 
     def open_(*args, **kwargs):
         raise OSError(LEAKY)
@@ -208,17 +208,17 @@ def test_a_missing_web_ui_file_is_a_404_that_names_the_file_not_the_folder(clien
     # And whatever a route puts in an HTTPException's detail: the app's mapping cuts it too.
     from litestar.exceptions import NotFoundException
 
-    from function.routes import web
+    from function.http import web_files
 
     def missing(self, name):
         raise NotFoundException(f"the web UI's file {name} is not installed ({PLACE})")
 
-    monkeypatch.setattr(web.WebFiles, "asset", missing)
+    monkeypatch.setattr(web_files.WebFiles, "asset", missing)
     assert "(.../secret_module.py)" in assert_clean(client.get("/"), 404)
 
 
 def test_an_internal_error_is_a_500_that_says_nothing_of_it_and_logs_it(client, monkeypatch, caplog):
-    from function.service import PredictionService
+    from function.inference.service import PredictionService
 
     async def broken(self, data, context):
         raise RuntimeError(f"boom in {PLACE}")

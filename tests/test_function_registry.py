@@ -11,7 +11,9 @@ from litestar.testing import TestClient
 from PIL import Image
 
 from function.app import create_app
-from function.model_source import ModelUnavailable, Registry, fetch
+from function.model import registry as rest
+from function.model.registry import ModelUnavailable, Registry
+from function.model.source import fetch
 from function.settings import Settings
 from tests.models import register_keras, small_cnn
 from tests.readiness import wait_healthy
@@ -37,14 +39,13 @@ def converted(tracking_uri):
 def test_registry_model_is_downloaded_once_then_served_from_cache_when_the_registry_is_down(
     converted, tracking_uri, tmp_path, dead_url, monkeypatch
 ):
-    from function import model_source
 
     name, _, version = converted
     uri = f"models:/{name}@onnx"
 
     first = fetch(uri, Registry(tracking_uri), tmp_path)
     assert first.version == version and not first.from_cache and first.path.is_file()
-    resolve, aliases_resolved = model_source._resolve_alias, []
+    resolve, aliases_resolved = rest.resolve_alias, []
 
     def resolve_counted(*args):
         aliases_resolved.append(args)
@@ -54,8 +55,8 @@ def test_registry_model_is_downloaded_once_then_served_from_cache_when_the_regis
         pytest.fail("the cached model was downloaded again")
 
     with monkeypatch.context() as patch:  # cached file reused, alias still checked
-        patch.setattr(model_source, "_resolve_alias", resolve_counted)
-        patch.setattr(model_source, "_fetch_onnx", no_download)
+        patch.setattr(rest, "resolve_alias", resolve_counted)
+        patch.setattr(rest, "fetch_onnx", no_download)
         again = fetch(uri, Registry(tracking_uri), tmp_path)
     assert again.path == first.path and again.version == version and len(aliases_resolved) == 1
 
@@ -106,7 +107,6 @@ def test_artifacts_on_a_shared_filesystem_are_copied_and_unproxied_stores_need_t
 ):
     """Registries that do not proxy artifacts: file:// is read directly; s3:// and friends need the optional
     MLflow client, and without it the message says what to do."""
-    from function import model_source
 
     store = tmp_path / "store"
     store.mkdir()
@@ -114,17 +114,17 @@ def test_artifacts_on_a_shared_filesystem_are_copied_and_unproxied_stores_need_t
     (store / "MLmodel").write_text("flavors: {}")
     work = tmp_path / "work"
     work.mkdir()
-    copied = model_source._fetch_onnx(Registry(None), store.as_uri(), work, "version 1 of 'm'")
+    copied = rest.fetch_onnx(Registry(None), store.as_uri(), work, "version 1 of 'm'")
     assert copied.read_bytes() == b"onnx bytes" and copied.parent == work
 
     monkeypatch.setitem(__import__("sys").modules, "mlflow", None)  # as in the slim image: not installed
     with pytest.raises(ModelUnavailable, match="does not proxy.*registry-client"):
-        model_source._fetch_onnx(Registry(None), "s3://bucket/models/m-1/artifacts", work, "version 1 of 'm'")
+        rest.fetch_onnx(Registry(None), "s3://bucket/models/m-1/artifacts", work, "version 1 of 'm'")
 
 
 def test_registry_credentials_follow_mlflow_variables():
     def headers(env):
-        return Settings.from_env(env).registry.headers()
+        return Registry.of(Settings.from_env(env)).headers()
 
     assert headers({}) == {}
     assert headers({"MLFLOW_TRACKING_USERNAME": "ann", "MLFLOW_TRACKING_PASSWORD": "s3cret"}) == {
@@ -137,7 +137,7 @@ def test_registry_credentials_follow_mlflow_variables():
     }
     assert headers(both) == {"Authorization": "Bearer tok"}
     assert "s3cret" not in repr(Settings.from_env(both)) and "tok" not in repr(
-        Settings.from_env(both).registry
+        Registry.of(Settings.from_env(both))
     )
 
 
@@ -186,7 +186,7 @@ class _StubRegistry:
 
 
 def test_a_download_cut_short_is_never_cached_and_the_cached_version_serves(tmp_path):
-    from function import model_source
+    from function.model import source as model_source
 
     whole = _StubRegistry(b"x" * 5000)
     try:
@@ -196,7 +196,7 @@ def test_a_download_cut_short_is_never_cached_and_the_cached_version_serves(tmp_
         whole.close()
     cut = _StubRegistry(b"y" * 5000, send_bytes=1200)  # Content-Length says 5000, the connection ends at 1200
     try:
-        with pytest.raises(model_source._RegistryDown, match="1200 of 5000 bytes"):
+        with pytest.raises(rest.RegistryDown, match="1200 of 5000 bytes"):
             model_source._download(Registry(cut.url), "m", "2", tmp_path)
         assert not (tmp_path / "m" / "2").exists()  # nothing half-written left to be served later
     finally:
@@ -221,7 +221,7 @@ def test_refused_credentials_fall_back_to_the_cache_and_say_which_variables(tmp_
 
 
 def test_a_cache_that_cannot_be_written_is_named_not_blamed_on_the_registry(tmp_path):
-    from function import model_source
+    from function.model import source as model_source
 
     registry = _StubRegistry(b"z" * 100)
     blocked = tmp_path / "cache"

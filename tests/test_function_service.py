@@ -10,11 +10,12 @@ import io
 import pytest
 from PIL import Image
 
-from function import images
-from function.classifier import Classifier
-from function.model_slot import ModelNotReady, ModelSlot
-from function.model_source import ModelSource
-from function.service import ParameterOutOfRange, PredictionService, RequestContext
+from function.inference import images
+from function.inference.outcome import ParameterOutOfRange, RequestContext
+from function.inference.service import PredictionService
+from function.model.classifier import Classifier
+from function.model.slot import ModelNotReady, ModelSlot
+from function.model.source import ModelSource
 from function.settings import Settings
 from tests import tiny_onnx
 

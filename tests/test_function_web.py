@@ -1,4 +1,4 @@
-"""function/routes/web.py: the page and its files, their cache and security headers, gzip, the folder an
+"""function/http/routes/web.py and web_files.py: the page and its files, their cache and security headers, gzip, the folder an
 image carries (collect), and an app without them (WEB_UI=off)."""
 
 from __future__ import annotations
@@ -8,21 +8,25 @@ import io
 
 import pytest
 from litestar import Litestar
+from litestar.di import Provide
 from litestar.testing import TestClient
 from PIL import Image
 
 from function.app import create_app
-from function.routes import web
+from function.http import collect_web, doors, web_files
+from function.http.routes import web
 from function.settings import Settings
 from tests import tiny_onnx
 from tests.readiness import wait_healthy
 
-NODE_MODULES = web.REPOSITORY_WEB / "node_modules"
+NODE_MODULES = web_files.REPOSITORY_WEB / "node_modules"
 pytestmark = pytest.mark.skipif(not NODE_MODULES.exists(), reason="npm ci in web/ first")
 
 
 def client(folder=None) -> TestClient:
-    return TestClient(Litestar(route_handlers=web.handlers(None, folder)))
+    files = web_files.WebFiles(folder)
+    provided = Provide(lambda: files, use_cache=True, sync_to_thread=False)
+    return TestClient(Litestar(route_handlers=doors.web_doors(), dependencies={"web_files": provided}))
 
 
 def test_the_page_has_its_security_and_cache_headers():
@@ -67,18 +71,18 @@ def test_a_missing_folder_is_a_404_that_says_what_to_do(tmp_path):
 
 
 def test_collect_copies_only_what_is_served(tmp_path):
-    web.collect(web.REPOSITORY_WEB, tmp_path)
+    collect_web.collect(web_files.REPOSITORY_WEB, tmp_path)
     copied = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
-    assert copied == sorted([web.INDEX, *web.FILES.values()])
+    assert copied == sorted([web_files.INDEX, *web_files.FILES.values()])
     with client(tmp_path) as http:
         version = http.get("/").text.split('href="static/')[1].split("/")[0]
         assert http.get(f"/static/{version}/vendor/chart.umd.min.js").status_code == 200
 
 
 def test_gzip_only_where_it_pays():
-    asset = web.Asset.of(b"x" * 100, ".js")
+    asset = web_files.Asset.of(b"x" * 100, ".js")
     assert asset.gzipped is None
-    big = web.Asset.of(b"let a = 1;\n" * 1000, ".js")
+    big = web_files.Asset.of(b"let a = 1;\n" * 1000, ".js")
     assert gzip.decompress(big.gzipped) == b"let a = 1;\n" * 1000
 
 

@@ -36,7 +36,7 @@ KNATIVE_ENV = {
 }
 # What `python -m function` imports before it answers, each of which must come with its bytecode.
 START_IMPORTS = (
-    "function.__main__, function.app, function.server, uvicorn, uvloop, httptools, psycopg, psycopg_pool"
+    "function.__main__, function.app, function.http.server, uvicorn, uvloop, httptools, psycopg, psycopg_pool"
 )
 CHECK_IMAGE = f"""
 import importlib.util, json, os, shutil, struct, sys
@@ -66,8 +66,10 @@ def test_a_baked_version_is_read_from_the_image_and_serves_when_the_registry_is_
     """The runtime side of baking, on a stub registry: the build step writes the cache's layout into the image;
     a start reads the version the registry names from there instead of downloading it; with the registry down
     the baked version serves, unless this pod already fetched a newer one."""
-    from function import model_source
-    from function.model_source import Registry, fetch
+    from function.model import bake
+    from function.model import registry as rest
+    from function.model.registry import Registry
+    from function.model.source import fetch
     from function.settings import Settings
     from tests.test_function_registry import _StubRegistry
 
@@ -76,26 +78,26 @@ def test_a_baked_version_is_read_from_the_image_and_serves_when_the_registry_is_
     downloads_fail = _StubRegistry(b"", status=500)
     try:
         with monkeypatch.context() as patch:  # the image's build step, the alias naming version 3
-            patch.setattr(model_source, "_resolve_alias", lambda *args: "3")
+            patch.setattr(rest, "resolve_alias", lambda *args: "3")
             patch.setenv("MLFLOW_TRACKING_URI", version_3.url)
-            model_source.main(["models:/m@onnx", str(baked)])
+            bake.main(["models:/m@onnx", str(baked)])
         assert (baked / "m" / "3" / "model.onnx").read_bytes() == b"onnx v3"
         settings = Settings.from_env(
             {"MLFLOW_TRACKING_URI": downloads_fail.url, "MODEL_BAKED_DIR": str(baked)}
         )
-        assert settings.registry.baked == baked and Settings.from_env({}).registry.baked is None
+        assert Registry.of(settings).baked == baked and Registry.of(Settings.from_env({})).baked is None
 
         # The registry still names 3: read from the image, not downloaded (every download would fail here).
         with monkeypatch.context() as patch:
-            patch.setattr(model_source, "_resolve_alias", lambda *args: "3")
-            started = fetch("models:/m@onnx", settings.registry, cache)
+            patch.setattr(rest, "resolve_alias", lambda *args: "3")
+            started = fetch("models:/m@onnx", Registry.of(settings), cache)
         assert (started.version, started.path, started.from_cache) == ("3", baked / "m/3/model.onnx", False)
 
         offline = fetch("models:/m@onnx", Registry(dead_url, baked=baked), cache)
         assert (offline.version, offline.path, offline.from_cache) == ("3", baked / "m/3/model.onnx", True)
 
         with monkeypatch.context() as patch:  # the alias moved on: the image follows it through the registry
-            patch.setattr(model_source, "_resolve_alias", lambda *args: "4")
+            patch.setattr(rest, "resolve_alias", lambda *args: "4")
             moved = fetch("models:/m@onnx", Registry(version_4.url, baked=baked), cache)
         assert moved.path.read_bytes() == b"onnx v4" and moved.path.is_relative_to(cache)
         offline = fetch("models:/m@onnx", Registry(dead_url, baked=baked), cache)
@@ -203,9 +205,10 @@ def test_function_image_holds_the_function_alone_with_its_bytecode(function_imag
 def test_function_image_serves_its_baked_model_as_knative_runs_it(
     serve, converted_demo, tracking_uri, tmp_path
 ):
-    from function import images as decoder
-    from function.classifier import Classifier
-    from function.model_source import Registry, fetch
+    from function.inference import images as decoder
+    from function.model.classifier import Classifier
+    from function.model.registry import Registry
+    from function.model.source import fetch
 
     uri, name, version, samples_dir = converted_demo
     container = serve()

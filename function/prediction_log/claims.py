@@ -2,16 +2,15 @@
 first, so a redelivery to any instance gets the first answer (`queries.insert_once`).
 
 Events that finish while a write is in flight are written together in the next one, over a connection of their
-own in autocommit: one round trip a write, no pool check, no separate commit. (Measured on 2 cores, MobileNetV2,
-concurrency 8: through the pool, an event cost the function 0.5-1.4 ms of CPU and PostgreSQL 0.45 ms more than
-a /predict upload, whose row goes through the writer's COPY.)"""
+own in autocommit: one round trip a write, no pool check, no separate commit (through the pool an event cost
+about 1 ms of CPU more than an upload: docs/tuning.md)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 
-from function.prediction_log import queries
+from function.prediction_log.queries import insert_once
 from function.prediction_log.schema import Row
 
 MAX_ROWS = 1000  # a statement's rows: 14 parameters each, and PostgreSQL takes at most 65,535
@@ -55,7 +54,7 @@ class EventClaims:
         import psycopg
 
         try:
-            logged = await queries.insert_once(await self._connection(), [row for row, _ in batch])
+            logged = await insert_once(await self._connection(), [row for row, _ in batch])
         except (psycopg.OperationalError, TimeoutError) as exc:  # out of reach: every caller falls back
             await self._drop_connection()
             _settle(batch, exc)

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import uuid
 
-from function.prediction_log import queries
+from function.prediction_log.queries import save_feedback
 from function.prediction_log.schema import Feedback
 
 log = logging.getLogger(__name__)
@@ -67,4 +67,4 @@ class FeedbackWriter:
 
     async def _write(self, feedback: Feedback) -> None:
         async with asyncio.timeout(self._timeout_s), self._database.connection() as conn:
-            await queries.save_feedback(conn, feedback)
+            await save_feedback(conn, feedback)

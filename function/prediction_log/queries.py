@@ -25,8 +25,6 @@ class VersionStats:
     accuracy: float | None = None  # on the predictions with feedback; None without any
 
 
-RECENT = f"SELECT {', '.join(COLUMNS)} FROM predictions ORDER BY created_at DESC, id DESC LIMIT %(limit)s"
-
 # Two aggregates over the same rows, joined on (version, revision); revision may be NULL, hence IS NOT DISTINCT.
 STATS = """
 WITH scoped AS (
@@ -90,13 +88,6 @@ async def by_event(conn, source: str, event_id: str) -> Row | None:
     cursor = await conn.execute(BY_EVENTS, ([source], [event_id]))
     values = await cursor.fetchone()
     return None if values is None else Row(*values)
-
-
-async def recent(conn, limit: int) -> list[dict]:
-    """The newest `limit` rows, newest first, as dicts of the row's fields (probabilities a dict)."""
-    cursor = await conn.execute(RECENT, {"limit": limit})
-    names = [column.name for column in cursor.description]
-    return [dict(zip(names, values, strict=True)) for values in await cursor.fetchall()]
 
 
 async def stats(conn, since: datetime | None, until: datetime | None = None) -> list[VersionStats]:

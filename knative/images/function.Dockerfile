@@ -47,7 +47,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 # The web UI: only the files the function serves (its own, Bootstrap's and Chart.js's), copied by the function's
 # own list of them (build.sh ran `npm ci` in web/ on the build host: no npm in the image).
 COPY web ./web
-RUN /opt/venv/bin/python -m function.routes.web web /opt/fish-function/web
+RUN /opt/venv/bin/python -m function.http.collect_web web /opt/fish-function/web
 
 # One registry version baked in, if asked: the project's own fetch() writes the model cache's layout here, and at
 # run time (MODEL_BAKED_DIR) that version is read from this layer instead of downloaded, and serves when the
@@ -61,7 +61,7 @@ ARG BAKE_TRACKING_URI=""
 ARG BAKE_REQUESTED_AT=""
 RUN mkdir -p /opt/fish-function/models \
  && if [ -n "$BAKE_MODEL_URI" ]; then \
-      MLFLOW_TRACKING_URI="$BAKE_TRACKING_URI" /opt/venv/bin/python -P -m function.model_source \
+      MLFLOW_TRACKING_URI="$BAKE_TRACKING_URI" /opt/venv/bin/python -P -m function.model.bake \
         "$BAKE_MODEL_URI" /opt/fish-function/models; \
     fi
 

@@ -35,9 +35,10 @@ from rich.table import Table
 
 from convert import cli
 from convert.demo import fishes, mlflow_server
-from function import images
-from function.classifier import Classifier
-from function.model_source import Registry, fetch
+from function.inference import images
+from function.model.classifier import Classifier
+from function.model.registry import Registry
+from function.model.source import fetch
 from function.settings import Settings, available_cpus
 from tests.bench import overload
 from tests.models import register_keras
@@ -169,7 +170,7 @@ def function_environment(work: Path) -> Path:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", f"{ROOT}[function]"],
                        check=True, capture_output=True)  # fmt: skip
-        subprocess.run([str(venv / "bin" / "python"), "-m", "function.routes.web", str(ROOT / "web"), str(work / "web")],
+        subprocess.run([str(venv / "bin" / "python"), "-m", "function.http.collect_web", str(ROOT / "web"), str(work / "web")],
                        check=True, capture_output=True, cwd=work)  # fmt: skip
     return venv / "bin" / "python"
 

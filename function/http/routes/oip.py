@@ -1,7 +1,7 @@
 """The Open Inference Protocol v2 (REST) under /v2: a thin adapter over the prediction service.
 
 KServe's required API (server and model health, metadata, infer) with Triton's binary tensor data extension, so
-that tritonclient and other protocol clients can call the function; the tensors are `function.oip_codec`'s.
+that tritonclient and other protocol clients can call the function; the tensors are `function.protocols.oip`'s.
 Errors are the protocol's `{"error": "..."}`, not problem details: this router's exception handlers take
 precedence over the app's for every request a /v2 route answers (an unknown path or method is still the app's)."""
 
@@ -11,87 +11,49 @@ import logging
 from functools import cache
 from importlib import metadata
 
-from litestar import Request, Response, Router, get, post
+from litestar import Request, Response
 from litestar.enums import MediaType
 from litestar.exceptions import HTTPException
-from litestar.openapi.datastructures import ResponseSpec
 
-from function import oip_codec as codec
-from function import problems
-from function.classifier import Classifier
-from function.model_slot import ModelNotReady, ModelSlot
-from function.model_source import ModelSource
-from function.service import BatchRejected, Outcome, PredictionService, RequestContext
+from function.http import problems
+from function.inference.outcome import BatchRejected, Outcome, RequestContext
+from function.inference.service import PredictionService
+from function.model.classifier import Classifier
+from function.model.slot import ModelNotReady, ModelSlot
+from function.model.source import ModelSource
+from function.protocols import oip as codec
 from function.settings import Settings
 
 log = logging.getLogger("function")
 
 SERVER_NAME = "fish-function"
-MODEL = ["/models/{name:str}", "/models/{name:str}/versions/{version:str}"]
 
 
 class UnknownModel(LookupError):
     """A model name or version this server does not serve."""
 
 
-def error(description: str) -> ResponseSpec:
-    return ResponseSpec(data_container=codec.Error, description=description, generate_examples=False)
-
-
-NOT_READY = {503: error("The model is not loaded (yet); Retry-After says when to ask again")}
-MODEL_ERRORS = {404: error("Unknown model name or version"), **NOT_READY}
-
-
-@get("/", summary="Server metadata: name, version and the protocol extensions it supports")
 async def server_metadata() -> codec.ServerMetadata:
     return codec.ServerMetadata(SERVER_NAME, _server_version(), [codec.BINARY_EXTENSION])
 
 
-@get("/health/live", summary="Liveness: 200 (empty body) while the process serves", media_type=MediaType.TEXT)
 async def live() -> None:
     return None
 
 
-@get(
-    "/health/ready",
-    summary="Readiness: 200 (empty body) once the model is loaded, 503 before",
-    responses=NOT_READY,
-    media_type=MediaType.TEXT,
-)
 async def ready(slot: ModelSlot) -> None:
     slot.get()
 
 
-@get(
-    MODEL,
-    summary="Model metadata: input and output tensors, and the class order of 'probabilities'",
-    responses=MODEL_ERRORS,
-)
 async def model_metadata(slot: ModelSlot, name: str, version: str | None = None) -> codec.ModelMetadata:
     classifier, source = _served(slot, name, version)
     return codec.model_metadata(source.name, source.version, classifier.card)
 
 
-@get(
-    [path + "/ready" for path in MODEL],
-    summary="Model readiness: 200 (empty body) when this model is loaded",
-    responses=MODEL_ERRORS,
-    media_type=MediaType.TEXT,
-)
 async def model_ready(slot: ModelSlot, name: str, version: str | None = None) -> None:
     _served(slot, name, version)
 
 
-@post(
-    [path + "/infer" for path in MODEL],
-    status_code=200,
-    summary="Classify images: input 'image', UINT8 [N, H, W, 3] pixels or BYTES [N] encoded files",
-    description=codec.__doc__,
-    responses={
-        400: error("Not an inference request for this model, or an image it cannot read"),
-        **MODEL_ERRORS,
-    },
-)
 async def infer(
     request: Request, slot: ModelSlot, service: PredictionService, settings: Settings, name: str,
     version: str | None = None,
@@ -106,18 +68,6 @@ async def infer(
         return Response(content, media_type=MediaType.JSON)
     headers = {"Inference-Header-Content-Length": str(json_length)}
     return Response(content, media_type="application/octet-stream", headers=headers)
-
-
-def handlers(settings: Settings) -> list:
-    return [
-        Router(
-            "/v2",
-            route_handlers=[server_metadata, live, ready, model_metadata, model_ready, infer],
-            exception_handlers=_exception_handlers(settings),
-            request_max_body_size=settings.max_batch_bytes,
-            tags=["Open Inference Protocol v2"],
-        )
-    ]
 
 
 def _served(slot: ModelSlot, name: str, version: str | None) -> tuple[Classifier, ModelSource]:
@@ -162,7 +112,7 @@ def _server_version() -> str:
         return "unknown"
 
 
-def _exception_handlers(settings: Settings) -> dict:
+def exception_handlers(settings: Settings) -> dict:
     """Every error type the app turns into a problem is answered here in the protocol's form instead."""
 
     def answer(status: int, message: str, headers: dict[str, str] | None = None) -> Response[codec.Error]:

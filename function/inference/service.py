@@ -19,63 +19,23 @@ from typing import TypeVar
 
 import numpy as np
 
-from function import images, metrics
-from function.classifier import Classifier, Prediction, highest_first
-from function.model_slot import ModelSlot
-from function.model_source import ModelSource
+from function import metrics
+from function.inference import images
+from function.inference.outcome import (
+    BatchRejected,
+    Outcome,
+    ParameterOutOfRange,
+    RequestContext,
+    top_classes,
+)
+from function.model.classifier import Classifier, Prediction
+from function.model.slot import ModelSlot
+from function.model.source import ModelSource
 from function.prediction_log import Issued, PredictionLog, Row
 from function.settings import Settings
 
 T = TypeVar("T")
 ISSUED_REMEMBERED = 20_000
-
-
-class ParameterOutOfRange(ValueError):
-    """A request parameter outside what the model allows (the client's fault)."""
-
-
-class BatchRejected(ValueError):
-    """Items of an all-or-nothing batch that cannot be classified: (index, ImageRejected) each."""
-
-    def __init__(self, rejected: list[tuple[int, Exception]]):
-        super().__init__("; ".join(f"element {index}: {exc}" for index, exc in rejected))
-        self.rejected = rejected
-
-
-@dataclass(frozen=True)
-class RequestContext:
-    source: str = "http"  # http, event, oip, batch: the log's `source` column
-    request_id: str | None = None  # the caller's id (X-Request-Id)
-    top_k: int | None = None  # how many classes to answer with, highest first; None: all
-    event: EventKey | None = None  # a CloudEvent's (source, id): logged once, whoever delivers it
-    client_id: str | None = None  # the browser's own id (X-Client-Id): whose history the prediction is in
-
-
-@dataclass(frozen=True)
-class EventKey:
-    source: str
-    id: str
-
-
-@dataclass(frozen=True)
-class Outcome:
-    prediction_id: uuid.UUID
-    prediction: Prediction
-    ranked: dict[str, float]  # the top_k classes asked for, highest first
-    seconds: float  # decode + inference
-    model_name: str
-    model_version: str
-    revision: str | None  # the Knative revision that classified it
-    created_at: datetime
-    replayed: bool = False  # an event delivered before: its first answer, from the log
-
-    @classmethod
-    def of(cls, row: Row, top_k: int | None, replayed: bool = False) -> Outcome:
-        ranked = highest_first(row.probabilities)
-        # confidence from the JSON probabilities: the `confidence` column is a float4, they are exact
-        prediction = Prediction(row.predicted_class, ranked[row.predicted_class], ranked)
-        return cls(row.id, prediction, _top(prediction, top_k), row.latency_ms / 1000, row.model_name,
-                   row.model_version, row.revision, row.created_at, replayed)  # fmt: skip
 
 
 class PredictionService:
@@ -91,7 +51,7 @@ class PredictionService:
         self._in_flight = 0  # only the event loop touches it
         # Ids this instance answered lately: feedback on one is taken even while its row is still queued, or
         # the database is down. Older ones are checked in the database. Each with its X-Client-Id, since feedback
-        # is taken from that client alone. (20,000 of them: 4.3 MB, measured with tracemalloc.)
+        # is taken from that client alone. (20,000 of them: 4.3 MB.)
         self._issued: OrderedDict[uuid.UUID, str | None] = OrderedDict()
 
     def start(self) -> None:
@@ -156,18 +116,9 @@ class PredictionService:
         and log none (a caller that answers no prediction must leave no row)."""
         classifier, source = self._slot.get()
         _check_top_k(context.top_k, classifier)
-        # Measured through `python -m function` on 2 cores: fp32 MobileNetV2 α 1.0 224x224, 640x480 JPEGs, wrk 5 s
-        # runs, the variants' servers interleaved; images/s, median [range] of 4 rounds:
-        #                                     batch 8 c=1    batch 8 c=2    batch 32 c=1   batch 32 c=2
-        #   one worker decodes, one run (was)  157 [147-171]  150 [132-161]  166 [140-172]  140 [140-153]
-        #   each image on the workers (this)   178 [172-183]  193 [188-198]  190 [177-203]  194 [191-203]
-        # (/predict c=8 on the same servers: 172 and 175 req/s.) Decoding in parallel then one run (146, 150, 159,
-        # 134; 5 rounds) and chunks run batched on each worker (184, -, 169, 171) gained nothing steady: one run
-        # over 8 images on both cores costs 6.5 ms an image against 9 ms for one image on one core, but two one-core
-        # runs go side by side, and decoding (2 ms an image) overlaps inference instead of preceding it. At most
-        # `workers` of a batch's images are queued, so a batch does not stand in front of requests that come after
-        # it: /predict c=4 beside batches of 32 at c=1 had a p99 of 62-72 ms, against 215-288 ms with every image
-        # queued at once (at the same total images/s) and 68-210 ms with the one-run batch (154 images/s against 184).
+        # Each image decoded and run on the workers as a /predict call is (more images/s than one batched run,
+        # since decoding overlaps inference), and at most `workers` queued at once, so a batch does not stand in
+        # front of the requests after it: docs/tuning.md has the figures.
         alone = len(items) == 1
         queued = asyncio.Semaphore(self._settings.workers)
 
@@ -247,7 +198,7 @@ class PredictionService:
         row = self._row(done, source, context)
         self._log.record(row)
         self._remember(row)
-        return Outcome(row.id, done.prediction, _top(done.prediction, context.top_k), done.seconds, source.name,
+        return Outcome(row.id, done.prediction, top_classes(done.prediction, context.top_k), done.seconds, source.name,
                        source.version, row.revision, row.created_at)  # fmt: skip
 
     def _row(self, done: _Classified, source: ModelSource, context: RequestContext) -> Row:
@@ -291,9 +242,3 @@ def _check_top_k(top_k: int | None, classifier: Classifier) -> None:
     classes = len(classifier.card.class_names)
     if top_k is not None and not 1 <= top_k <= classes:
         raise ParameterOutOfRange(f"top_k must be between 1 and {classes} (the model's classes); got {top_k}")
-
-
-def _top(prediction: Prediction, top_k: int | None) -> dict[str, float]:
-    if top_k is None:
-        return prediction.probabilities
-    return dict(list(prediction.probabilities.items())[:top_k])

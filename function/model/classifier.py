@@ -41,8 +41,7 @@ class Classifier:
 
     A request that is alone gets the `solo` session, whose intra-op pool spans every CPU: lowest latency.
     Requests that overlap get the `shared` session, one thread per run, so N concurrent requests use N cores
-    instead of N pools fighting over the same cores (measured on 2 cores, fp32 MobileNetV2, 2 workers:
-    204 images/s with 1 thread per run against 140 with 2). The caller says which case it is in, because
+    instead of N pools fighting over the same cores (docs/tuning.md). The caller says which case it is in, because
     only it knows about requests that are still decoding."""
 
     def __init__(self, path: Path, threads: int):

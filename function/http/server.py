@@ -14,7 +14,8 @@ from types import FrameType
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from function.admission import SECURITY_HEADERS, problem_json
+from function.http.asgi_answers import problem_json
+from function.http.security_headers import SECURITY_HEADERS
 from function.lifecycle import Shutdown
 
 log = logging.getLogger("function")

@@ -15,19 +15,18 @@ from http import HTTPStatus
 from pathlib import Path
 
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.plugins.problem_details import (
     ProblemDetailsConfig,
     ProblemDetailsException,
     ProblemDetailsPlugin,
 )
 
-from function import events, image_urls, images
-from function.model_slot import ModelNotReady
+from function.inference import image_urls, images
+from function.inference.outcome import ParameterOutOfRange
+from function.model.slot import ModelNotReady
 from function.prediction_log import LogDisabled, LogUnavailable
-from function.service import ParameterOutOfRange
+from function.protocols import cloudevents
 from function.settings import Settings
-from function.wire import Problem
 
 log = logging.getLogger("function")
 
@@ -59,8 +58,8 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     FeedbackInvalid: (422, "Feedback not understood"),
     LogDisabled: (503, "Prediction log off"),
     LogUnavailable: (503, "Prediction log unavailable"),
-    events.EventRejected: (400, "Not an image event"),
-    events.EventDataUnsupported: (415, "Unsupported event data"),
+    cloudevents.EventRejected: (400, "Not an image event"),
+    cloudevents.EventDataUnsupported: (415, "Unsupported event data"),
     image_urls.ImageUrlRefused: (403, "Image URL not allowed"),
     image_urls.ImageUrlUnreadable: (422, "Image URL unreadable"),
     image_urls.ImageUrlFailed: (502, "Image URL failed"),
@@ -127,18 +126,17 @@ def plugin(settings: Settings) -> ProblemDetailsPlugin:
     return ProblemDetailsPlugin(ProblemDetailsConfig(exception_to_problem_detail_map=mapping))
 
 
+def status_of(error: Exception) -> tuple[int, str]:
+    """The status and title /predict answers for a domain error: the nearest class in the one table. Raises
+    `error` itself when it is not the client's fault (the request becomes a 500)."""
+    for kind in type(error).__mro__:
+        if kind in DOMAIN_ERRORS:
+            return DOMAIN_ERRORS[kind]
+    raise error
+
+
 def _safe_error(error):
     """One of a validation error's `errors` ({"message", "key", "source"}), its text made safe."""
     if isinstance(error, dict):
         return {key: safe(value) if isinstance(value, str) else value for key, value in error.items()}
     return safe(str(error))
-
-
-def spec(description: str) -> ResponseSpec:
-    """An error response in the OpenAPI document."""
-    return ResponseSpec(
-        data_container=Problem,
-        description=description,
-        media_type="application/problem+json",
-        generate_examples=False,
-    )

@@ -16,7 +16,7 @@ import re
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urljoin, urlsplit
 
-from function import images
+from function.inference import images
 
 if TYPE_CHECKING:
     import httpx

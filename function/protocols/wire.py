@@ -7,10 +7,10 @@ from datetime import datetime
 
 import msgspec
 
-from function.classifier import highest_first
-from function.model_source import ModelSource
+from function.inference.outcome import Outcome
+from function.model.classifier import ModelCard, highest_first
+from function.model.source import ModelSource
 from function.prediction_log import HistoryItem, VersionStats
-from function.service import Outcome
 from function.settings import Settings
 
 
@@ -70,7 +70,7 @@ class ModelInfo(msgspec.Struct):
     prediction_log: bool  # whether predictions are kept (DATABASE_URL): history, feedback and stats need it
 
     @classmethod
-    def of(cls, source: ModelSource, card, settings: Settings) -> ModelInfo:
+    def of(cls, source: ModelSource, card: ModelCard, settings: Settings) -> ModelInfo:
         return cls(
             name=source.name,
             version=source.version,
@@ -128,6 +128,18 @@ class History(msgspec.Struct):
 class FeedbackRequest(msgspec.Struct, forbid_unknown_fields=True):
     correct: bool
     true_class: str | None = None  # required when correct is false
+
+
+class FileResult(msgspec.Struct):
+    """One file of a batch: exactly one of `prediction` and `problem` is set."""
+
+    filename: str
+    prediction: PredictionResponse | None = None
+    problem: Problem | None = None
+
+
+class BatchResponse(msgspec.Struct):
+    results: list[FileResult]  # in the order the files were sent
 
 
 class Stats(msgspec.Struct):

@@ -1,26 +1,28 @@
 """CloudEvents 1.0 over HTTP, read and written with the `cloudevents` SDK: which image an event carries, and the
-prediction event that answers it. No web framework here; `function.routes.events` is the door.
+prediction event that answers it. No web framework here; `function.http.routes.events` is the door.
 
 The function takes one event type, `IMAGE_SUBMITTED`, in either content mode Knative delivers:
 - binary: `ce-*` headers, the body is the image (`Content-Type: image/jpeg`, `image/png`, ...);
 - structured: `Content-Type: application/cloudevents+json`, the image in `data_base64`.
 In either mode the data may instead be JSON naming the image, `{"image_url": "https://..."}` (the form storage
-notifications take), fetched only from the operator's allowed prefixes (`function.image_urls`).
+notifications take), fetched only from the operator's allowed prefixes (`function.inference.image_urls`).
 
 It answers with one `PREDICTION_COMPLETED` event, in the mode of the request. A Trigger that filters on the
-request's type therefore never receives the reply, so the two cannot loop."""
+request's type therefore never receives the reply, so the two cannot loop.
+
+The SDK is imported on the first event, not at start: most deployments take their images by upload."""
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cloudevents.core.bindings import http as ce_http
-from cloudevents.core.exceptions import BaseCloudEventException
-from cloudevents.core.formats.json import JSONFormat
-from cloudevents.core.v1.event import REQUIRED_ATTRIBUTES, CloudEvent
+if TYPE_CHECKING:
+    from cloudevents.core.bindings.http import HTTPMessage
+    from cloudevents.core.v1.event import CloudEvent
 
 IMAGE_SUBMITTED = "com.example.fish.image.submitted"
 PREDICTION_COMPLETED = "com.example.fish.prediction.completed"
@@ -48,22 +50,26 @@ class ImageEvent:
     image_url: str | None  # where to fetch it
 
 
-class _Format(JSONFormat):
+@functools.cache
+def _format():
     """JSON as the SDK reads it, except that data which is not JSON stays bytes: the SDK's own reader turns any
     body that happens to be valid UTF-8 (a tiny GIF, say) into text."""
+    from cloudevents.core.formats.json import JSONFormat
 
-    def read_data(self, body: bytes, datacontenttype: str | None) -> Any:
-        if datacontenttype and self.JSON_CONTENT_TYPE_PATTERN.match(datacontenttype.strip().lower()):
-            return super().read_data(body, datacontenttype)
-        return body or None
+    class Format(JSONFormat):
+        def read_data(self, body: bytes, datacontenttype: str | None) -> Any:
+            if datacontenttype and self.JSON_CONTENT_TYPE_PATTERN.match(datacontenttype.strip().lower()):
+                return super().read_data(body, datacontenttype)
+            return body or None
 
-
-_FORMAT = _Format()
+    return Format()
 
 
 def _strict_v1(attributes: dict[str, Any], data: Any) -> CloudEvent:
     """The SDK's v1 event, without its defaults: it would invent an `id` for an event that has none, and a
     redelivered event must be recognised by the id its producer gave it."""
+    from cloudevents.core.v1.event import REQUIRED_ATTRIBUTES, CloudEvent
+
     missing = [name for name in REQUIRED_ATTRIBUTES if not attributes.get(name)]
     if missing:
         raise EventRejected(f"the event lacks the required attribute(s) {', '.join(missing)}")
@@ -86,6 +92,9 @@ def _strict_v1(attributes: dict[str, Any], data: Any) -> CloudEvent:
 
 def read(headers: Mapping[str, str], body: bytes) -> ImageEvent:
     """The image event in an HTTP request, or EventRejected saying what is wrong with it."""
+    from cloudevents.core.bindings import http as ce_http
+    from cloudevents.core.exceptions import BaseCloudEventException
+
     content_type = headers.get("content-type", "")
     binary = any(name.lower().startswith("ce-") for name in headers)
     if not binary and not content_type.startswith(STRUCTURED):
@@ -98,9 +107,9 @@ def read(headers: Mapping[str, str], body: bytes) -> ImageEvent:
     message = ce_http.HTTPMessage(dict(headers), body)
     try:
         if binary:
-            event = ce_http.from_binary(message, _FORMAT, _strict_v1)
+            event = ce_http.from_binary(message, _format(), _strict_v1)
         else:
-            event = ce_http.from_structured(message, _FORMAT, _strict_v1)
+            event = ce_http.from_structured(message, _format(), _strict_v1)
     except EventRejected:
         raise
     except (BaseCloudEventException, ValueError, TypeError, AttributeError) as exc:  # bad JSON, time, base64
@@ -129,9 +138,12 @@ def _image_of(event: CloudEvent) -> tuple[bytes | None, str | None]:
 
 def reply(
     request: ImageEvent, prediction: dict[str, Any], prediction_id: str, source: str, time: dt.datetime
-) -> ce_http.HTTPMessage:
+) -> HTTPMessage:
     """The prediction as an event, in the request's mode. Its id is the prediction's and its time the
     prediction's, so a redelivered request, answered from the log, gets the same reply event."""
+    from cloudevents.core.bindings import http as ce_http
+    from cloudevents.core.v1.event import CloudEvent
+
     event = CloudEvent(
         {
             "type": PREDICTION_COMPLETED,
@@ -144,7 +156,7 @@ def reply(
         prediction,
     )
     write = ce_http.to_binary if request.mode == "binary" else ce_http.to_structured
-    return write(event, _FORMAT)
+    return write(event, _format())
 
 
 def reply_source(service: str | None, revision: str | None) -> str:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from function import images, metrics
-from function.classifier import Classifier, ModelInvalid
-from function.model_source import ModelSource, ModelUnavailable, fetch
+from function import metrics
+from function.model.classifier import Classifier, ModelInvalid
+from function.model.registry import ModelUnavailable, Registry
+from function.model.source import ModelSource, fetch
 from function.settings import Settings
 
 log = logging.getLogger("function")
@@ -37,6 +39,9 @@ class ModelSlot:
     source: ModelSource | None = None
     error: str | None = None
     loaded: threading.Event = field(default_factory=threading.Event)
+    # Run with the model's input size once it is loaded, before it serves: the decoder's first-use costs
+    # (`function.inference.images.warm_up`), which would otherwise land on the first request after a cold start.
+    warm_up: Callable[[tuple[int, int]], object] | None = None
 
     def start(self, settings: Settings) -> ModelSlot:
         threading.Thread(target=self._load, args=(settings,), name="model-loader", daemon=True).start()
@@ -51,9 +56,10 @@ class ModelSlot:
 
     def _load(self, settings: Settings) -> None:
         try:
-            source = fetch(settings.model_uri, settings.registry, settings.cache_dir)
+            source = fetch(settings.model_uri, Registry.of(settings), settings.cache_dir)
             classifier = Classifier(source.path, settings.threads)  # runs each session once
-            images.warm_up(classifier.card.input_size)
+            if self.warm_up is not None:
+                self.warm_up(classifier.card.input_size)
             self.classifier, self.source = classifier, source
             card = self.classifier.card
             metrics.MODEL_INFO.labels(source.name, source.version, card.precision, card.source_version).set(1)

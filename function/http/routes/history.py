@@ -10,50 +10,29 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
-from litestar import get, post
 from litestar.params import Parameter
 
-from function import problems
-from function.model_slot import ModelSlot
+from function.http.problems import FeedbackInvalid, UnknownPrediction
+from function.http.routes.params import ClientId, client_id, own_client_id
+from function.inference.service import PredictionService
+from function.model.slot import ModelSlot
 from function.prediction_log import Feedback, PredictionLog
-from function.problems import FeedbackInvalid, MissingClientId, UnknownPrediction
-from function.routes import predict
-from function.service import PredictionService
-from function.wire import FeedbackRequest, History, HistoryEntry, Stats
+from function.protocols.wire import FeedbackRequest, History, HistoryEntry, Stats
 
 MAX_LIMIT = 100
 
 
-def own_client_id(header: str | None) -> str:
-    value = predict.client_id(header)
-    if value is None:
-        raise MissingClientId("send X-Client-Id: the random id this browser keeps and sends with /predict")
-    return value
-
-
-LOG_ERRORS = {
-    400: problems.spec("No usable X-Client-Id, or a parameter of the wrong type"),
-    503: problems.spec("The prediction log is off (no DATABASE_URL), or its database does not answer"),
-}
-
-
-@get(
-    "/predictions",
-    summary="This browser's predictions, newest first, with their feedback",
-    responses=LOG_ERRORS,
-)
 async def predictions(
     prediction_log: PredictionLog,
     limit: Annotated[int, Parameter(ge=1, le=MAX_LIMIT, description="How many (1 to 100)")] = 20,
     before: Annotated[
-        datetime | None,
-        Parameter(description="The next page: the last page's next_before"),
+        datetime | None, Parameter(description="The next page: the last page's next_before")
     ] = None,
     before_id: Annotated[
         uuid.UUID | None,
         Parameter(description="With `before`: the last page's next_before_id (rows can share a time)"),
     ] = None,
-    x_client_id: predict.ClientId = None,
+    x_client_id: ClientId = None,
 ) -> History:
     items = await prediction_log.history(own_client_id(x_client_id), limit, before, before_id)
     entries = [HistoryEntry.of(item) for item in items]
@@ -62,23 +41,13 @@ async def predictions(
     return History(entries, items[-1].created_at, items[-1].prediction_id)
 
 
-@post(
-    "/predictions/{prediction_id:uuid}/feedback",
-    status_code=204,
-    summary="Say whether a prediction was right, and if not, which class it is (the latest word counts)",
-    responses={
-        404: problems.spec("No prediction with this id was made by this service for this client"),
-        422: problems.spec("A class the model does not have, or 'wrong' without the true class"),
-        **LOG_ERRORS,
-    },
-)
 async def feedback(
     prediction_id: uuid.UUID,
     data: FeedbackRequest,
     prediction_log: PredictionLog,
     service: PredictionService,
     slot: ModelSlot,
-    x_client_id: predict.ClientId = None,
+    x_client_id: ClientId = None,
 ) -> None:
     classifier, _ = slot.get()
     classes = classifier.card.class_names
@@ -91,21 +60,16 @@ async def feedback(
     # Taken at once when this instance made the prediction (its row may still be queued, or the database
     # down); else the database says whether the id was ever issued. Another browser's prediction is answered
     # as one never made: the answer says nothing of whether it exists.
-    client_id = predict.client_id(x_client_id)
+    client = client_id(x_client_id)
     issued = service.issued(prediction_id) or await prediction_log.issued(prediction_id)
-    if issued is None or not issued.may_take_feedback_from(client_id):
+    if issued is None or not issued.may_take_feedback_from(client):
         raise UnknownPrediction(
             f"this service made no prediction {prediction_id} for this client (X-Client-Id)"
         )
-    given = Feedback(prediction_id, data.correct, data.true_class, client_id, datetime.now(UTC))
+    given = Feedback(prediction_id, data.correct, data.true_class, client, datetime.now(UTC))
     await prediction_log.save_feedback(given)
 
 
-@get(
-    "/stats",
-    summary="Per model version and revision: predictions, classes, confidence, latency, feedback",
-    responses={400: problems.spec("since or until is not an RFC 3339 time"), 503: LOG_ERRORS[503]},
-)
 async def stats(
     prediction_log: PredictionLog,
     since: Annotated[
@@ -116,6 +80,3 @@ async def stats(
     ] = None,
 ) -> Stats:
     return Stats(since, until, await prediction_log.stats(since, until))
-
-
-HANDLERS = [predictions, feedback, stats]

@@ -1,24 +1,16 @@
-"""GET /health (readiness: the model, and whether shutdown has begun) and GET /model_info."""
+"""GET /health (readiness: the model, and whether shutdown has begun), GET /model_info and GET /metrics."""
 
 from __future__ import annotations
 
-from litestar import Response, get
-from litestar.openapi.datastructures import ResponseSpec
+from litestar import Response
+from litestar.plugins.prometheus import PrometheusController
 
-from function import problems
 from function.lifecycle import Shutdown
-from function.model_slot import ModelSlot
+from function.model.slot import ModelSlot
+from function.protocols.wire import Health, ModelInfo
 from function.settings import Settings
-from function.wire import Health, ModelInfo
 
 
-@get(
-    "/health",
-    summary="Readiness: 200 once the model is loaded; 503 with a reason before, and from SIGTERM on",
-    responses={
-        503: ResponseSpec(data_container=Health, description="Model not loaded (yet), or shutting down")
-    },
-)
 async def health(slot: ModelSlot, shutdown: Shutdown) -> Response[Health]:
     loaded = slot.classifier is not None
     if shutdown.began:  # out of the load balancer first; requests that still come are served
@@ -30,11 +22,13 @@ async def health(slot: ModelSlot, shutdown: Shutdown) -> Response[Health]:
     return Response(Health("healthy", True))
 
 
-@get(
-    "/model_info",
-    summary="The model being served and the Knative revision serving it",
-    responses={503: problems.spec("The model is not loaded (yet)")},
-)
 async def model_info(slot: ModelSlot, settings: Settings) -> ModelInfo:
     classifier, source = slot.get()
     return ModelInfo.of(source, classifier.card, settings)
+
+
+class Metrics(PrometheusController):
+    """For Prometheus, in its text format: not an API operation, so not in the OpenAPI document (Litestar's
+    controller would be documented as JSON)."""
+
+    include_in_schema = False

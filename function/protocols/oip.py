@@ -19,8 +19,8 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from function.classifier import ModelCard
-from function.service import Outcome
+from function.inference.outcome import Outcome
+from function.model.classifier import ModelCard
 
 INPUT = "image"
 OUTPUTS = ("probabilities", "class_name")

@@ -1,0 +1,74 @@
+"""POST /predict/batch: several images in one multipart request, a result per file in order.
+
+Each image is its own multipart part named `file` (`curl -F file=@a.jpg -F file=@b.jpg`), or `files`. A file that
+cannot be classified gets the problem /predict would have answered for it alone, and the others are classified;
+what is wrong with the request as a whole (not multipart, no files, too many, too large, top_k) fails it whole."""
+
+from __future__ import annotations
+
+from litestar import Request
+from litestar.datastructures import UploadFile
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+
+from function.http import problems
+from function.http.routes.params import ClientId, TopK, client_id, multipart_form, request_id
+from function.inference.outcome import RequestContext
+from function.inference.service import PredictionService
+from function.protocols.wire import BatchResponse, FileResult, PredictionResponse, Problem
+from function.settings import Settings
+
+FIELDS = ("file", "files")
+
+
+async def predict_batch(
+    request: Request,
+    service: PredictionService,
+    settings: Settings,
+    top_k: TopK = None,
+    x_client_id: ClientId = None,
+) -> BatchResponse:
+    uploads = await _uploaded_files(request, settings)
+    context = RequestContext("batch", request_id(request), top_k, client_id=client_id(x_client_id))
+    outcomes = await service.predict_batch([data for _, data in uploads], context)
+    results = []
+    for (name, _), outcome in zip(uploads, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            status, title = problems.status_of(outcome)
+            results.append(
+                FileResult(name, problem=Problem("about:blank", title, status, problems.safe(str(outcome))))
+            )
+        else:
+            results.append(FileResult(name, prediction=PredictionResponse.of(outcome)))
+    return BatchResponse(results)
+
+
+async def _uploaded_files(request: Request, settings: Settings) -> list[tuple[str, bytes]]:
+    """(filename, bytes) of every file, in the order sent."""
+    try:
+        form = await multipart_form(
+            request, "send the images as multipart/form-data, each in a field named 'file'"
+        )
+    except RequestEntityTooLarge:  # the app's own message names MAX_UPLOAD_BYTES, the single-file limit
+        detail = (
+            f"the request is larger than the limit of {settings.max_batch_bytes:,} bytes (MAX_BATCH_BYTES)"
+        )
+        raise problems.problem(413, "Batch too large", detail) from None
+    used = [field for field in FIELDS if field in form]
+    if len(used) > 1:  # the parser keeps each name's order, not the order across names
+        raise problems.problem(
+            422, "Ambiguous file order", "send every image in 'file', or every one in 'files'"
+        )
+    if not used:
+        fields = ", ".join(sorted(form.keys())) or "none"
+        raise problems.MissingFile(f"no file in the multipart field 'file' (fields sent: {fields})")
+    uploads = form.getall(used[0])
+    if len(uploads) > settings.max_batch_files:
+        raise problems.problem(
+            413,
+            "Too many files",
+            f"the request has {len(uploads)} files, more than the limit of {settings.max_batch_files} "
+            "(MAX_BATCH_FILES): send them in several batches",
+        )
+    if not all(isinstance(upload, UploadFile) for upload in uploads):
+        raise problems.MissingFile(f"a value in the multipart field '{used[0]}' is not a file (no filename)")
+    return [(upload.filename, await upload.read()) for upload in uploads]

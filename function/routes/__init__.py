@@ -1,1 +1,0 @@
-"""One module per door. Each handler parses its transport and calls the prediction service."""
