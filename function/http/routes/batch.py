@@ -9,8 +9,9 @@ from __future__ import annotations
 from litestar import Request
 from litestar.datastructures import UploadFile
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.openapi.spec import OpenAPIType, Schema
 
-from function.http import problems
+from function.http import openapi, problems
 from function.http.routes.params import ClientId, TopK, client_id, multipart_form, request_id
 from function.inference.outcome import RequestContext
 from function.inference.service import PredictionService
@@ -18,6 +19,36 @@ from function.protocols.wire import BatchResponse, FileResult, PredictionRespons
 from function.settings import Settings
 
 FIELDS = ("file", "files")
+
+
+def docs(settings: Settings) -> dict:
+    return dict(
+        summary="Classify several images (repeated multipart field 'file'), a result per file in order",
+        description=(
+            f"Up to MAX_BATCH_FILES ({settings.max_batch_files}) images, each in a multipart part named 'file' "
+            "(or each in one named 'files'), each at most MAX_UPLOAD_BYTES. Answered 200 with one result per file, "
+            "in the order sent: the /predict fields under 'prediction', or, for a file that cannot be classified, "
+            "under 'problem' the RFC 9457 problem /predict would have answered for it alone (413, 415 or 422). "
+            "Each classified file is logged with source 'batch'."
+        ),
+        responses={
+            400: openapi.problem("top_k out of range, or a query parameter of the wrong type"),
+            413: openapi.problem(
+                f"More than MAX_BATCH_FILES ({settings.max_batch_files}) files, or a request larger than "
+                f"MAX_BATCH_BYTES ({settings.max_batch_bytes:,} bytes)"
+            ),
+            415: openapi.problem("Not multipart/form-data"),
+            422: openapi.problem(
+                "No file in the fields 'file' or 'files', a value there that is not a file, or both field names used"
+            ),
+            503: openapi.NOT_LOADED,
+        },
+        operation_class=openapi.multipart_operation(
+            Schema(
+                type=OpenAPIType.ARRAY, items=openapi.BINARY, min_items=1, max_items=settings.max_batch_files
+            )
+        ),
+    )
 
 
 async def predict_batch(

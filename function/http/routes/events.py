@@ -13,6 +13,7 @@ import msgspec
 from litestar import Request, Response
 
 from function import metrics
+from function.http import openapi
 from function.http.routes.params import request_id
 from function.inference.image_urls import ImageUrls
 from function.inference.outcome import EventKey, RequestContext
@@ -25,6 +26,31 @@ from function.settings import BODY_SLACK_BYTES, Settings
 def body_limit(settings: Settings) -> int:
     """Structured mode carries the image in base64: a third more than the image itself."""
     return settings.max_upload_bytes * 4 // 3 + BODY_SLACK_BYTES
+
+
+DOCS = dict(
+    summary=f"Classify the image in a CloudEvent of type {cloudevents.IMAGE_SUBMITTED}",
+    description=(
+        "Binary mode (ce-* headers, the image as the body) or structured mode (application/cloudevents+json, "
+        'the image in data_base64); in either, data may be JSON {"image_url": "..."} instead. Answered with a '
+        f"{cloudevents.PREDICTION_COMPLETED} event in the same mode, its data the /predict fields. Each (source, id) "
+        "is classified and logged once: a redelivery gets the first answer again."
+    ),
+    responses={
+        400: openapi.problem("Not a CloudEvent, a required attribute missing, or another event type"),
+        403: openapi.problem("image_url not under IMAGE_URL_ALLOWED_PREFIXES (or fetching by URL is off)"),
+        413: openapi.problem("Image larger than MAX_UPLOAD_BYTES or with more pixels than MAX_IMAGE_PIXELS"),
+        415: openapi.problem(
+            "The event's data is not an image nor JSON naming one, or the image format is unknown"
+        ),
+        422: openapi.problem("Truncated or corrupt image, or the image_url answered without an image"),
+        502: openapi.problem(
+            "The image_url's server failed or did not answer in time (a redelivery may succeed)"
+        ),
+        503: openapi.NOT_LOADED,
+    },
+    media_type="application/cloudevents+json",
+)
 
 
 async def receive_event(

@@ -12,6 +12,7 @@ from typing import Annotated
 
 from litestar.params import Parameter
 
+from function.http import openapi
 from function.http.problems import FeedbackInvalid, UnknownPrediction
 from function.http.routes.params import ClientId, client_id, own_client_id
 from function.inference.service import PredictionService
@@ -20,6 +21,16 @@ from function.prediction_log import Feedback, PredictionLog
 from function.protocols.wire import FeedbackRequest, History, HistoryEntry, Stats
 
 MAX_LIMIT = 100
+
+
+LOG_ERRORS = {
+    400: openapi.problem("No usable X-Client-Id, or a parameter of the wrong type"),
+    503: openapi.problem("The prediction log is off (no DATABASE_URL), or its database does not answer"),
+}
+
+PREDICTIONS_DOCS = dict(
+    summary="This browser's predictions, newest first, with their feedback", responses=LOG_ERRORS
+)
 
 
 async def predictions(
@@ -39,6 +50,16 @@ async def predictions(
     if len(items) < limit:
         return History(entries, None)
     return History(entries, items[-1].created_at, items[-1].prediction_id)
+
+
+FEEDBACK_DOCS = dict(
+    summary="Say whether a prediction was right, and if not, which class it is (the latest word counts)",
+    responses={
+        404: openapi.problem("No prediction with this id was made by this service for this client"),
+        422: openapi.problem("A class the model does not have, or 'wrong' without the true class"),
+        **LOG_ERRORS,
+    },
+)
 
 
 async def feedback(
@@ -68,6 +89,12 @@ async def feedback(
         )
     given = Feedback(prediction_id, data.correct, data.true_class, client, datetime.now(UTC))
     await prediction_log.save_feedback(given)
+
+
+STATS_DOCS = dict(
+    summary="Per model version and revision: predictions, classes, confidence, latency, feedback",
+    responses={400: openapi.problem("since or until is not an RFC 3339 time"), 503: LOG_ERRORS[503]},
+)
 
 
 async def stats(

@@ -15,7 +15,7 @@ from litestar import Request, Response
 from litestar.enums import MediaType
 from litestar.exceptions import HTTPException
 
-from function.http import problems
+from function.http import openapi, problems
 from function.inference.outcome import BatchRejected, Outcome, RequestContext
 from function.inference.service import PredictionService
 from function.model.classifier import Classifier
@@ -27,22 +27,44 @@ from function.settings import Settings
 log = logging.getLogger("function")
 
 SERVER_NAME = "fish-function"
+TAGS = ["Open Inference Protocol v2"]
+NOT_READY = {503: openapi.oip_error("The model is not loaded (yet); Retry-After says when to ask again")}
+MODEL_ERRORS = {404: openapi.oip_error("Unknown model name or version"), **NOT_READY}
 
 
 class UnknownModel(LookupError):
     """A model name or version this server does not serve."""
 
 
+SERVER_DOCS = dict(summary="Server metadata: name, version and the protocol extensions it supports")
+
+
 async def server_metadata() -> codec.ServerMetadata:
     return codec.ServerMetadata(SERVER_NAME, _server_version(), [codec.BINARY_EXTENSION])
+
+
+LIVE_DOCS = dict(summary="Liveness: 200 (empty body) while the process serves", media_type=MediaType.TEXT)
 
 
 async def live() -> None:
     return None
 
 
+READY_DOCS = dict(
+    summary="Readiness: 200 (empty body) once the model is loaded, 503 before",
+    responses=NOT_READY,
+    media_type=MediaType.TEXT,
+)
+
+
 async def ready(slot: ModelSlot) -> None:
     slot.get()
+
+
+MODEL_DOCS = dict(
+    summary="Model metadata: input and output tensors, and the class order of 'probabilities'",
+    responses=MODEL_ERRORS,
+)
 
 
 async def model_metadata(slot: ModelSlot, name: str, version: str | None = None) -> codec.ModelMetadata:
@@ -50,8 +72,25 @@ async def model_metadata(slot: ModelSlot, name: str, version: str | None = None)
     return codec.model_metadata(source.name, source.version, classifier.card)
 
 
+MODEL_READY_DOCS = dict(
+    summary="Model readiness: 200 (empty body) when this model is loaded",
+    responses=MODEL_ERRORS,
+    media_type=MediaType.TEXT,
+)
+
+
 async def model_ready(slot: ModelSlot, name: str, version: str | None = None) -> None:
     _served(slot, name, version)
+
+
+INFER_DOCS = dict(
+    summary="Classify images: input 'image', UINT8 [N, H, W, 3] pixels or BYTES [N] encoded files",
+    description=codec.__doc__,
+    responses={
+        400: openapi.oip_error("Not an inference request for this model, or an image it cannot read"),
+        **MODEL_ERRORS,
+    },
+)
 
 
 async def infer(

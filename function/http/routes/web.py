@@ -5,7 +5,7 @@ shared version prefix keeps working."""
 
 from __future__ import annotations
 
-from litestar import Request, Response
+from litestar import MediaType, Request, Response
 from litestar.exceptions import NotFoundException
 
 from function.http.web_files import FILES, INDEX, Asset, WebFiles
@@ -20,6 +20,9 @@ PAGE_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+PAGE_DOCS = dict(summary="The web UI", media_type=MediaType.HTML)
 
 
 def page(request: Request, web_files: WebFiles) -> Response:
