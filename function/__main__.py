@@ -10,6 +10,7 @@ import os
 import sys
 
 from function.inference import images
+from function.inference.image_urls import ImageUrls
 from function.lifecycle import BudgetTooSmall, Shutdown
 from function.model.slot import ModelSlot
 from function.settings import BadSetting, Settings
@@ -20,6 +21,7 @@ def main() -> None:
     try:  # a setting that cannot be used: one line that names it, not a traceback
         settings = Settings.from_env(os.environ)
         shutdown = Shutdown(settings.shutdown_grace_s, settings.shutdown_drain_s)
+        image_urls = ImageUrls.of(settings)
     except (BadSetting, BudgetTooSmall) as exc:
         sys.exit(f"fish-function: {exc}")
     slot = ModelSlot(warm_up=images.warm_up).start(settings)
@@ -32,7 +34,7 @@ def main() -> None:
     from function.http.server import DrainingServer, GuardedHttpTools
 
     config = uvicorn.Config(
-        create_app(settings, slot=slot, shutdown=shutdown),
+        create_app(settings, slot=slot, shutdown=shutdown, image_urls=image_urls),
         host=settings.host,
         port=settings.port,
         log_level="warning",

@@ -10,7 +10,7 @@ from litestar.di import Provide
 from litestar.plugins.prometheus import PrometheusConfig
 
 from function.http import problems
-from function.http.admission import Admission
+from function.http.admission import Admission, inference_requests
 from function.http.doors import doors
 from function.http.head_as_get import HeadAsGet
 from function.http.security_headers import SecurityHeaders
@@ -30,18 +30,18 @@ def create_app(
     prediction_log: PredictionLog | None = None,
     slot: ModelSlot | None = None,
     shutdown: Shutdown | None = None,
+    image_urls: ImageUrls | None = None,
 ) -> Litestar:
     """`slot`: a model already loading (the server starts it before importing this module); by default the
-    model starts loading when the app starts. `shutdown`: the server's, which marks SIGTERM."""
+        model starts loading when the app starts. `shutdown`: the server's, which marks SIGTERM. `image_urls`: the
+    server's, checked with the other settings."""
     if prediction_log is None:
         prediction_log = PostgresLog(settings.database_url) if settings.database_url else NullLog()
     shutdown = shutdown or Shutdown(settings.shutdown_grace_s, settings.shutdown_drain_s)
     preloading = slot is not None
     slot = slot or ModelSlot(warm_up=images.warm_up)
     service = PredictionService(settings, slot, prediction_log)
-    image_urls = ImageUrls(
-        settings.image_url_allowed_prefixes, settings.image_url_timeout_s, settings.max_upload_bytes
-    )
+    image_urls = image_urls or ImageUrls.of(settings)
 
     def start() -> None:
         service.start()
@@ -73,8 +73,9 @@ def create_app(
         request_max_body_size=settings.max_upload_bytes + BODY_SLACK_BYTES,
     )
     # Outermost, inside Litestar's own entry point: a refused request costs no routing and no body read.
-    handler = SlowBodies(app.asgi_handler, settings.body_idle_timeout_s, settings.slow_upload_s,
+    counted = inference_requests(app)  # the route each request will reach, as the router finds it
+    handler = SlowBodies(app.asgi_handler, counted, settings.body_idle_timeout_s, settings.slow_upload_s,
                          slow_limit=max(1, settings.max_concurrent_requests // 2))  # fmt: skip
-    handler = Admission(handler, settings.max_concurrent_requests, settings.shed_delay_s)
+    handler = Admission(handler, counted, settings.max_concurrent_requests, settings.shed_delay_s)
     app.asgi_handler = SecurityHeaders(HeadAsGet(handler))
     return app

@@ -171,6 +171,45 @@ def test_health_and_metrics_answer_while_every_slot_is_taken(model_path):
         process.wait(timeout=30)
 
 
+# Every spelling Litestar's router takes to an inference door: trailing and doubled slashes reach it too.
+INFERENCE_SPELLINGS = ["/predict", "/predict/", "//predict", "/predict//", "/predict/batch", "/predict/batch/",
+                       "//predict//batch", "/", "//", "/v2/models/tiny/infer", "/v2/models/tiny/infer/",
+                       "//v2//models/tiny/versions/local/infer//"]  # fmt: skip
+
+
+def test_every_spelling_of_an_inference_door_is_refused_at_capacity(model_path):
+    """With the one slot held, each spelling of each door gets the 503: none reaches the model past the limit
+    (with admission matching the raw path, `/predict/` and `//predict` were all answered 200)."""
+    process, port = launch(model_path, MAX_CONCURRENT_REQUESTS="1", SHED_DELAY_SECONDS="0")
+    held = Trickle(port, png_bytes())
+    try:
+        time.sleep(0.2)
+        body, content_type = multipart(png_bytes())
+        statuses = {path: post(port, body, content_type, path=path).status for path in INFERENCE_SPELLINGS}
+        assert statuses == dict.fromkeys(INFERENCE_SPELLINGS, 503)
+    finally:
+        held.sock.close()
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [*(("POST", path, True) for path in INFERENCE_SPELLINGS),
+     ("GET", "/predict", False), ("GET", "/health/", False), ("GET", "//metrics", False), ("POST", "/nowhere", False),
+     ("POST", "/predictions/00000000-0000-0000-0000-000000000000/feedback/", False), ("GET", "/", False),
+     ("GET", "/v2/models/tiny/infer", False), ("OPTIONS", "//", False)],
+)  # fmt: skip
+def test_admission_counts_the_route_the_router_will_reach(model_path, method, path, expected):
+    from function.app import create_app
+    from function.http.admission import inference_requests
+    from function.settings import Settings
+
+    counted = inference_requests(create_app(Settings.from_env({"MODEL_URI": str(model_path)})))
+    scope = {"type": "http", "method": method, "path": path, "root_path": "", "headers": []}
+    assert counted(scope) is expected
+
+
 def test_a_stalled_body_gets_a_408_and_frees_its_slot(model_path):
     process, port = launch(model_path, MAX_CONCURRENT_REQUESTS="1", BODY_IDLE_TIMEOUT_SECONDS="1.5")
     stalled = Trickle(port, png_bytes())
@@ -260,7 +299,7 @@ def test_a_refusal_waits_its_retry_after_on_a_timer_and_never_reaches_the_app():
         async def receive():
             raise AssertionError("a refused request's body is never read")
 
-        door = Admission(app, limit=0, shed_delay_s=0.3)
+        door = Admission(app, lambda scope: True, limit=0, shed_delay_s=0.3)
         scope = {"type": "http", "method": "POST", "path": "/predict",
                  "headers": [(b"content-length", b"5000000")]}  # fmt: skip
         started = time.monotonic()
@@ -271,7 +310,7 @@ def test_a_refusal_waits_its_retry_after_on_a_timer_and_never_reaches_the_app():
     assert waited >= 0.3 and reached == []
 
     async def two_refused_with_room_to_hold_one() -> list[float]:
-        door = Admission(app, limit=0, shed_delay_s=0.3, max_held=1)
+        door = Admission(app, lambda scope: True, limit=0, shed_delay_s=0.3, max_held=1)
         scope = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
         answered: list[float] = []
         started = time.monotonic()

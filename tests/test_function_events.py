@@ -204,6 +204,7 @@ class PhotoServer(BaseHTTPRequestHandler):
     """A storage bucket stand-in: /photos/fish.jpg, a secret next to it, redirects, failures and a hang."""
 
     hits: list[str] = []
+    cookies: list[str | None] = []  # the Cookie header of each request for /photos/cookie.jpg
 
     def do_GET(self):  # noqa: N802
         PhotoServer.hits.append(self.path)
@@ -217,6 +218,10 @@ class PhotoServer(BaseHTTPRequestHandler):
             "/photos/page.html": (200, {"Content-Type": "text/html"}, b"<html>not an image</html>"),
             "/photos/huge.jpg": (200, {"Content-Type": "image/jpeg"}, b"\xff\xd8" + b"\x00" * 300_000),
         }
+        if self.path == "/photos/cookie.jpg":  # a server that hands out a session cookie
+            PhotoServer.cookies.append(self.headers.get("Cookie"))
+            routes[self.path] = (200, {"Content-Type": "image/jpeg", "Set-Cookie": "session=s3cret; Path=/"},
+                                 jpeg((200, 20, 20)))  # fmt: skip
         if self.path == "/photos/hang.jpg":
             time.sleep(3)
         if self.path == "/photos/once.jpg":  # there for the first fetch, deleted after it
@@ -269,6 +274,14 @@ def test_an_image_url_under_an_allowed_prefix_is_fetched_and_classified(url_clie
     assert reply.get_data()["class"] == "red"
     reply = reply_of(post(url_client, to_wire(url_event(f"{photos}/photos/moved.jpg"))))  # redirect inside
     assert reply.get_data()["class"] == "red"
+
+
+def test_no_cookie_is_kept_from_one_event_to_the_next(url_client, photos):
+    """A cookie one image server set must not go back with the next event's fetch (another producer's)."""
+    PhotoServer.cookies.clear()
+    for _ in range(2):
+        post(url_client, ce_http.to_binary_event(url_event(f"{photos}/photos/cookie.jpg"))).raise_for_status()
+    assert PhotoServer.cookies == [None, None]
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ from psycopg.rows import dict_row
 from function.app import create_app
 from function.prediction_log import (
     LogDisabled,
+    LogUnavailable,
     NullLog,
     PostgresLog,
     Row,
@@ -339,6 +340,82 @@ def test_a_refused_row_is_set_aside_and_the_others_are_written(database, caplog,
     assert len(errors) == 1, errors
     assert f"SQLSTATE {sqlstate}" in errors[0] and "no_poison" in errors[0]  # the reason
     assert str(poison.id) in errors[0] and '"request_id": "poison"' in errors[0]  # the row, to replay it
+
+
+# Refusals every row gets alike: the table renamed away (a migration gone wrong), a server turned read-only.
+DATABASE_WIDE = {
+    "table gone": (
+        "ALTER TABLE predictions RENAME TO predictions_away",
+        "ALTER TABLE predictions_away RENAME TO predictions",
+    ),
+    "read-only": (
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "RAISE EXCEPTION 'read-only' USING ERRCODE = 'read_only_sql_transaction'; END $$; "
+        "CREATE TRIGGER read_only BEFORE INSERT ON predictions FOR EACH STATEMENT EXECUTE FUNCTION refuse()",
+        "DROP TRIGGER read_only ON predictions",
+    ),
+}
+
+
+@pytest.mark.parametrize("fault", DATABASE_WIDE)
+def test_a_refusal_every_row_gets_waits_like_an_outage_and_sets_nothing_aside(database, caplog, fault):
+    """The writer tells a row the database refuses for its content from a database that refuses every row: these
+    rows wait, counted as failed writes and logged, and are written once the database takes rows again."""
+    break_it, mend_it = DATABASE_WIDE[fault]
+    batch = [make_row() for _ in range(5)]
+
+    async def scenario():
+        log = PostgresLog(database)
+        await log.start()
+        await opened(log)
+        with psycopg.connect(database) as conn:
+            conn.execute(break_it)
+        failures_before = metric("prediction_log_write_failures_total")
+        rejected_before = metric("prediction_log_rows_rejected_total")
+        for row in batch:
+            log.record(row)
+        await eventually(
+            lambda: metric("prediction_log_write_failures_total") - failures_before >= 3, "retries"
+        )
+        assert metric("prediction_log_rows_rejected_total") == rejected_before
+        assert metric("prediction_log_queue_depth") == 5
+        with psycopg.connect(database) as conn:
+            conn.execute(mend_it)
+        await eventually(
+            lambda: len(rows(database, [r.id for r in batch])) == 5, "the waiting rows", UNSTALLED_S
+        )
+        await log.stop(5)
+        assert metric("prediction_log_rows_rejected_total") == rejected_before
+
+    asyncio.run(scenario())
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("retrying" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+
+def test_reads_that_hang_never_keep_the_writer_from_its_connection(database):
+    """Ten reads of /stats stuck behind a lock (each holds a connection until its 2 s deadline, then answers 503)
+    while rows are queued: the writer has a connection of its own, so the rows go in meanwhile."""
+    batch = [make_row() for _ in range(5)]
+
+    async def scenario():
+        log = PostgresLog(database)
+        await log.start()
+        await opened(log)
+        async with await psycopg.AsyncConnection.connect(database) as holder:
+            await holder.execute("LOCK TABLE feedback IN ACCESS EXCLUSIVE MODE")  # /stats joins feedback
+            reads = [asyncio.create_task(log.stats()) for _ in range(10)]
+            await asyncio.sleep(0.3)
+            for row in batch:
+                log.record(row)
+            await eventually(lambda: len(rows(database, [r.id for r in batch])) == 5, "the rows", 1.5)
+            assert not any(read.done() for read in reads)  # still waiting: the rows did not wait for them
+            answers = await asyncio.gather(*reads, return_exceptions=True)
+            await holder.rollback()
+        await log.stop(5)
+        return answers
+
+    answers = asyncio.run(scenario())
+    assert all(isinstance(answer, LogUnavailable) for answer in answers), answers
 
 
 HOLD = 4242  # an advisory lock key: the trigger below makes the insert of the row "held" wait on it

@@ -141,6 +141,54 @@ def test_registry_credentials_follow_mlflow_variables():
     )
 
 
+class _Recorder:
+    """An HTTP server that records each request's Authorization header and answers `{}`, or redirects a path
+    given in `redirects` to where it names."""
+
+    def __init__(self, redirects: dict[str, str] | None = None):
+        import http.server
+        import threading
+
+        recorder, self.seen = self, []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                recorder.seen.append((self.path, self.headers.get("Authorization")))
+                target = (redirects or {}).get(self.path)
+                self.send_response(302 if target else 200)
+                if target:
+                    self.send_header("Location", target)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_registry_credentials_never_follow_a_redirect_to_another_host():
+    """A redirect within the registry keeps its credentials; one to another host (a presigned URL) is followed
+    without them (urllib copies every header but the body's to wherever it is sent)."""
+    elsewhere = _Recorder()
+    registry = _Recorder({"/away": f"{elsewhere.url}/presigned", "/moved": "/here"})
+    try:
+        assert rest._get_json(Registry(registry.url, token="tok"), "/moved") == {}
+        assert rest._get_json(Registry(registry.url, token="tok"), "/away") == {}
+        assert registry.seen == [("/moved", "Bearer tok"), ("/here", "Bearer tok"), ("/away", "Bearer tok")]
+        assert elsewhere.seen == [("/presigned", None)]
+    finally:
+        registry.close()
+        elsewhere.close()
+
+
 class _StubRegistry:
     """Just enough of MLflow's REST API and artifact proxy to misbehave on purpose (a unit test of
     model_source's error handling; the real server is used everywhere else in this file)."""

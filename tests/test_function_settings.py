@@ -110,6 +110,25 @@ def test_the_process_exits_with_one_line_that_names_the_bad_setting():
     assert done.stderr.strip() == "fish-function: PORT must be a whole number, 0 or more, not 'http'"
 
 
+def test_a_bad_allowed_prefix_is_one_line_and_exit_1_too():
+    done = subprocess.run(
+        [sys.executable, "-m", "function"],
+        env={
+            **os.environ,
+            "IMAGE_URL_ALLOWED_PREFIXES": "ftp://files.example/",
+            "MODEL_URI": "models:/x@onnx",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "fish-function: IMAGE_URL_ALLOWED_PREFIXES: only http and https URLs with a host are fetched, not "
+        "'ftp://files.example/'"
+    )
+
+
 def test_admission_defaults_follow_the_cpus_and_can_be_set():
     defaults = Settings.from_env({})
     assert defaults.max_concurrent_requests == 6 * available_cpus()  # 12 on 2 cores: the knee (8) + half

@@ -57,6 +57,49 @@ def test_files_are_versioned_immutable_and_gzipped():
         assert old.status_code == 200 and old.headers["cache-control"] == "no-cache"
 
 
+def test_the_page_may_send_no_form_and_use_no_camera():
+    """Its forms are sent by script; the camera button is `<input capture>`, which needs no permission."""
+    with client() as http:
+        page = http.get("/")
+        assert "form-action 'none'" in page.headers["content-security-policy"]
+        assert page.headers["permissions-policy"] == "camera=(), microphone=(), geolocation=()"
+        assert (
+            'capture="environment"' in page.text
+            and "getUserMedia" not in (web_files.REPOSITORY_WEB / "app.js").read_text()
+        )
+
+
+@pytest.mark.parametrize(
+    ("if_none_match", "status"),
+    [
+        ("{etag}", 304),
+        ('"other", {etag}', 304),
+        ("W/{etag}", 304),
+        ("*", 304),
+        ("x{etag}x", 200),
+        ('"other"', 200),
+    ],
+)
+def test_if_none_match_is_a_list_of_tags_not_a_substring(if_none_match, status):
+    with client() as http:
+        etag = http.get("/").headers["etag"]
+        assert http.get("/", headers={"If-None-Match": if_none_match.format(etag=etag)}).status_code == status
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "gzipped"),
+    [("gzip", True), ("deflate, gzip;q=0.5", True), ("*", True), ("gzip;q=0", False), ("GZIP;Q=0", False),
+     ("*;q=0", False), ("gzip;q=0, *", False), ("identity", False), ("br", False)],
+)  # fmt: skip
+def test_accept_encoding_is_parsed_with_its_weights(accept_encoding, gzipped):
+    with client() as http:
+        version = http.get("/").text.split('href="static/')[1].split("/")[0]
+        css = http.get(
+            f"/static/{version}/vendor/bootstrap.min.css", headers={"Accept-Encoding": accept_encoding}
+        )
+        assert (css.headers.get("content-encoding") == "gzip") is gzipped
+
+
 @pytest.mark.parametrize("name", ["node_modules/axe-core/axe.min.js", "../pyproject.toml", "package.json"])
 def test_nothing_else_is_served(name):
     with client() as http:

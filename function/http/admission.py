@@ -5,11 +5,19 @@ One more is answered 503 with Retry-After after a short pause (SHED_DELAY_SECOND
 built in advance: no routing, no body read, and its connection closes after the answer if it had a body, so nobody
 reads megabytes that will not be used (and a client that ignores Retry-After pays a new connection for its next
 try). Memory is bounded by what is admitted, not by how many clients connect. The cheap GETs (/health above all:
-a probe must get its answer under load) are not counted. Why these choices, measured: docs/tuning.md."""
+a probe must get its answer under load) are not counted. Why these choices, measured: docs/tuning.md.
+
+Which requests are counted is decided on the route a request will reach, as Litestar's router finds it, so every
+spelling the router accepts (`/predict/`, `//predict`) is counted like `/predict`: the doors' table marks the doors
+that run the model (`INFERENCE`)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+
+from litestar.exceptions import HTTPException
+from litestar.utils import normalize_path
 
 from function import metrics
 from function.http.asgi_answers import problem_json, send_problem
@@ -18,15 +26,27 @@ from function.http.asgi_answers import problem_json, send_problem
 # 64 KiB of its unread body in uvicorn's buffer (its flow control stops reading there): 256 hold at most 16 MiB.
 MAX_HELD_REFUSALS = 256
 
-DOORS = frozenset(("/predict", "/predict/batch", "/"))
+INFERENCE = "inference"  # the `opt` key a door that decodes and runs the model carries (function.http.doors)
 
 
-def counted(scope: dict) -> bool:
-    """The doors that decode and run the model (a batch is one request: it queues its own images)."""
-    if scope["type"] != "http" or scope["method"] != "POST":
-        return False
-    path = scope["path"]
-    return path in DOORS or (path.startswith("/v2/") and path.endswith("/infer"))
+def inference_requests(app) -> Callable[[dict], bool]:
+    """Whether a request will reach a door that decodes and runs the model (a batch is one request: it queues its
+    own images), asked of the Litestar `app`'s own router, whose answer is cached per path and method."""
+    router = app.asgi_router
+
+    def counted(scope: dict) -> bool:
+        if scope["type"] != "http":
+            return False
+        path = scope["path"]
+        if root_path := scope.get("root_path", ""):  # as Litestar's router reads it
+            path = path.split(root_path, maxsplit=1)[-1]
+        try:
+            _, handler, *_ = router.handle_routing(normalize_path(path), scope["method"])
+        except HTTPException:  # no such path or method: Litestar answers 404 or 405 without the model
+            return False
+        return bool(handler.opt.get(INFERENCE))
+
+    return counted
 
 
 def has_body(scope: dict) -> bool:
@@ -37,15 +57,22 @@ def has_body(scope: dict) -> bool:
 
 
 class Admission:
-    def __init__(self, app, limit: int, shed_delay_s: float = 0.0, max_held: int = MAX_HELD_REFUSALS):
-        self.app, self.limit, self.shed_delay_s, self.max_held = app, limit, shed_delay_s, max_held
+    def __init__(self, app, counted: Callable[[dict], bool], limit: int, shed_delay_s: float = 0.0,
+                 max_held: int = MAX_HELD_REFUSALS):  # fmt: skip
+        self.app, self.counted, self.limit, self.shed_delay_s, self.max_held = (
+            app,
+            counted,
+            limit,
+            shed_delay_s,
+            max_held,
+        )
         self.admitted = 0  # only the event loop touches these
         self.held = 0
         self._shed_body = problem_json(503, "At capacity", f"this instance is answering as many requests as it can "
                                        f"({limit} at once, MAX_CONCURRENT_REQUESTS); retry in a second")  # fmt: skip
 
     async def __call__(self, scope, receive, send) -> None:
-        if not counted(scope):
+        if not self.counted(scope):
             return await self.app(scope, receive, send)
         if self.admitted >= self.limit:
             return await self._shed(scope, send)

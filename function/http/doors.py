@@ -2,7 +2,7 @@
 
 What a door does, and what it says in the OpenAPI document (its `DOCS`, kept beside the handler and out of its
 logic), is its module's under `routes/`. The first
-group, the doors that decode and run the model, is what admission control counts (`admission.counted`)."""
+group, the doors that decode and run the model (`inference_door`), is what admission control counts."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from litestar import Router
 from litestar.enums import HttpMethod
 from litestar.handlers import HTTPRouteHandler
 
+from function.http.admission import INFERENCE
 from function.http.routes import batch, events, history, oip, predict, status, web
 from function.settings import Settings
 
@@ -23,14 +24,19 @@ def door(method: HttpMethod, path: str | list[str], handler: Callable, docs: dic
     return HTTPRouteHandler(path, http_method=method, **(docs or {}), **options)(handler)
 
 
+def inference_door(method: HttpMethod, path: str | list[str], handler: Callable, docs: dict, **options):
+    """A door that decodes and runs the model: admission control counts its requests."""
+    return door(method, path, handler, docs, opt={INFERENCE: True}, **options)
+
+
 def doors(settings: Settings) -> list:
     return [
         # inference: counted by admission control (function.http.admission)
-        door(POST, "/predict", predict.predict, predict.DOCS, status_code=200),
-        door(POST, "/predict/batch", batch.predict_batch, batch.docs(settings), status_code=200,
+        inference_door(POST, "/predict", predict.predict, predict.DOCS, status_code=200),
+        inference_door(POST, "/predict/batch", batch.predict_batch, batch.docs(settings), status_code=200,
              request_max_body_size=settings.max_batch_bytes),
         door(OPTIONS, "/", events.options, include_in_schema=False),  # before POST /, or Litestar makes its own
-        door(POST, "/", events.receive_event, events.DOCS, status_code=200,
+        inference_door(POST, "/", events.receive_event, events.DOCS, status_code=200,
              request_max_body_size=events.body_limit(settings)),
         Router("/v2", route_handlers=oip_doors(), exception_handlers=oip.exception_handlers(settings),
                request_max_body_size=settings.max_batch_bytes, tags=oip.TAGS),
@@ -56,7 +62,9 @@ def oip_doors() -> list:
         door(GET, "/health/ready", oip.ready, oip.READY_DOCS),
         door(GET, OIP_MODEL, oip.model_metadata, oip.MODEL_DOCS),
         door(GET, [path + "/ready" for path in OIP_MODEL], oip.model_ready, oip.MODEL_READY_DOCS),
-        door(POST, [path + "/infer" for path in OIP_MODEL], oip.infer, oip.INFER_DOCS, status_code=200),
+        inference_door(
+            POST, [path + "/infer" for path in OIP_MODEL], oip.infer, oip.INFER_DOCS, status_code=200
+        ),
     ]
 
 

@@ -1,4 +1,4 @@
-"""Slow request bodies (a pure ASGI middleware, inside admission control, over the same inference doors): a body
+"""Slow request bodies (a pure ASGI middleware, inside admission control, over the requests it counts): a body
 that stops arriving for `idle_s` is answered 408; one still arriving after `slow_after_s` counts as slow, and at
 most `slow_limit` may be slow at once (a further slow one gets its 408 at once), so clients that trickle can hold
 at most that many of the admitted slots. The app sees a disconnect and answers an error of its own, which is
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from function import metrics
-from function.http.admission import counted
 from function.http.asgi_answers import problem_json, send_problem
 
 TIMEOUT_BODY = problem_json(
@@ -19,12 +19,15 @@ TIMEOUT_BODY = problem_json(
 
 
 class SlowBodies:
-    def __init__(self, app, idle_s: float, slow_after_s: float, slow_limit: int):
-        self.app, self.idle_s, self.slow_after_s, self.slow_limit = app, idle_s, slow_after_s, slow_limit
+    def __init__(
+        self, app, counted: Callable[[dict], bool], idle_s: float, slow_after_s: float, slow_limit: int
+    ):
+        self.app, self.counted = app, counted
+        self.idle_s, self.slow_after_s, self.slow_limit = idle_s, slow_after_s, slow_limit
         self.slow = 0  # only the event loop touches it
 
     async def __call__(self, scope, receive, send) -> None:
-        if not counted(scope):
+        if not self.counted(scope):
             return await self.app(scope, receive, send)
         upload = _Upload(self, receive, send)
         try:

@@ -12,11 +12,13 @@ httpx is imported on the first fetch, not at start: most deployments never fetch
 from __future__ import annotations
 
 import asyncio
+import http.cookiejar
 import re
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urljoin, urlsplit
 
 from function.inference import images
+from function.settings import BadSetting, Settings
 
 if TYPE_CHECKING:
     import httpx
@@ -84,9 +86,16 @@ class ImageUrls:
         try:
             self._allowed = [_Place(prefix) for prefix in allowed_prefixes]
         except ImageUrlRefused as exc:
-            raise ValueError(f"IMAGE_URL_ALLOWED_PREFIXES: {exc}") from exc
+            raise BadSetting(f"IMAGE_URL_ALLOWED_PREFIXES: {exc}") from exc
         self._timeout_s, self._max_bytes = timeout_s, max_bytes
         self._client: httpx.AsyncClient | None = None
+
+    @classmethod
+    def of(cls, settings: Settings) -> ImageUrls:
+        """Raises BadSetting for an allowed prefix that is not one."""
+        return cls(
+            settings.image_url_allowed_prefixes, settings.image_url_timeout_s, settings.max_upload_bytes
+        )
 
     def check(self, url: str) -> None:
         """Raises ImageUrlRefused unless `url` may be fetched."""
@@ -153,8 +162,11 @@ class ImageUrls:
         import httpx
 
         # No redirects by httpx itself (each hop is checked here), no proxy from the environment (it would
-        # decide where the request goes), no cookies kept between events.
-        self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=self._timeout_s)
+        # decide where the request goes), no cookies kept between events: a jar whose policy allows no domain.
+        no_cookies = http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+        self._client = httpx.AsyncClient(
+            follow_redirects=False, trust_env=False, timeout=self._timeout_s, cookies=no_cookies
+        )
         return self._client
 
     async def close(self) -> None:

@@ -34,6 +34,29 @@ DOWNLOAD_DEADLINE_S = 600
 PROXY = "/api/2.0/mlflow-artifacts/artifacts"
 
 
+class _CredentialsStayHome(urllib.request.HTTPRedirectHandler):
+    """Redirects followed as urllib follows them, except that the registry's credentials never leave its origin: a
+    redirect to another host (a store's presigned URL, say) is followed without them (urllib would copy them)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        redirected = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if redirected is not None and _origin(newurl) != _origin(req.full_url):
+            redirected.remove_header("Authorization")
+        return redirected
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    return (
+        parts.scheme.lower(),
+        parts.hostname,
+        parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower()),
+    )
+
+
+_OPENER = urllib.request.build_opener(_CredentialsStayHome)
+
+
 class ModelUnavailable(RuntimeError):
     """No model can be served: the registry is unreachable and nothing is cached, or the URI is wrong."""
 
@@ -203,7 +226,7 @@ def _open(registry: Registry, path: str, timeout_s: float):
         )
     request = urllib.request.Request(f"{registry.url.rstrip('/')}{path}", headers=registry.headers())
     try:
-        response = urllib.request.urlopen(request, timeout=timeout_s)
+        response = _OPENER.open(request, timeout=timeout_s)
     except urllib.error.HTTPError as exc:
         if exc.code in (400, 404):  # MLflow answers RESOURCE_DOES_NOT_EXIST with one of these
             raise NotFound(str(exc)) from exc

@@ -29,9 +29,9 @@ class PostgresLog:
 
     def __init__(self, url: str, capacity: int = 10_000, batch_size: int = 256):
         self._database = _Database(url)
-        self._writer = Writer(self._database, capacity, batch_size)
+        self._writer = Writer(self._database.writes, capacity, batch_size)
         self._events = EventClaims(self._database, EVENT_WRITE_TIMEOUT_S)
-        self._feedback = FeedbackWriter(self._database, EVENT_WRITE_TIMEOUT_S)
+        self._feedback = FeedbackWriter(self._database.requests, EVENT_WRITE_TIMEOUT_S)
 
     def record(self, row: Row) -> None:
         self._writer.put(row)
@@ -51,7 +51,7 @@ class PostgresLog:
 
     async def find_event(self, source: str, event_id: str) -> Row | None:
         try:
-            async with asyncio.timeout(EVENT_WRITE_TIMEOUT_S), self._database.connection() as conn:
+            async with asyncio.timeout(EVENT_WRITE_TIMEOUT_S), self._database.requests.connection() as conn:
                 return await queries.by_event(conn, source, event_id)
         except Exception as exc:
             log.warning("prediction log: could not look up event %r from %r (%r)", event_id, source, exc)
@@ -88,7 +88,7 @@ class PostgresLog:
         import psycopg
 
         try:
-            async with asyncio.timeout(EVENT_WRITE_TIMEOUT_S), self._database.connection() as conn:
+            async with asyncio.timeout(EVENT_WRITE_TIMEOUT_S), self._database.requests.connection() as conn:
                 yield conn
         except (psycopg.OperationalError, TimeoutError) as exc:
             raise LogUnavailable(
@@ -106,43 +106,62 @@ RECONNECT_GIVE_UP_S = 10.0
 
 
 class _Database:
-    """One pool, opened and the schema migrated on first use. Three connections: the writer's and two readers'."""
+    """The log's connections, opened and the schema migrated on first use: the writer's own (`writes`), which no
+    read can take, and two for what requests ask (`requests`: the UI's reads, feedback, event look-ups), each read
+    bounded by its deadline. Event claims open a connection of their own (`claims`)."""
 
     def __init__(self, url: str):
         self.url = url
-        self._pool = None
+        self.writes = _Pool(self, size=1)
+        self.requests = _Pool(self, size=2)
         self._migrated = False
         self._lock = asyncio.Lock()
 
-    async def ready(self):
+    async def ready(self) -> None:
         async with self._lock:
-            if self._pool is None:
-                pool_module = await asyncio.to_thread(importlib.import_module, "psycopg_pool")
-                pool_class = pool_module.AsyncConnectionPool
-                self._pool = pool_class(
-                    self.url,
-                    min_size=1,
-                    max_size=3,
-                    open=False,
-                    timeout=5,
-                    check=pool_class.check_connection,
-                    reconnect_timeout=RECONNECT_GIVE_UP_S,
-                )  # kept before opening, so close() closes it even if cancelled mid-open
-                await self._pool.open(wait=False)
+            await self.writes.open()
+            await self.requests.open()
             if not self._migrated:
-                async with self._pool.connection() as conn:
+                async with self.writes.pool.connection() as conn:
                     applied = await schema.migrate(conn)
                 if applied:
                     log.info("prediction log: applied schema migrations %s", applied)
                 self._migrated = True
-            return self._pool
+
+    async def close(self) -> None:
+        await self.writes.close()
+        await self.requests.close()
+
+
+class _Pool:
+    def __init__(self, database: _Database, size: int):
+        self.database, self.size = database, size
+        self.pool = None
+
+    async def ready(self) -> None:
+        await self.database.ready()
+
+    async def open(self) -> None:
+        if self.pool is None:
+            pool_module = await asyncio.to_thread(importlib.import_module, "psycopg_pool")
+            pool_class = pool_module.AsyncConnectionPool
+            self.pool = pool_class(
+                self.database.url,
+                min_size=1,
+                max_size=self.size,
+                open=False,
+                timeout=5,
+                check=pool_class.check_connection,
+                reconnect_timeout=RECONNECT_GIVE_UP_S,
+            )  # kept before opening, so close() closes it even if cancelled mid-open
+            await self.pool.open(wait=False)
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator:
-        pool = await self.ready()
-        async with pool.connection() as conn:
+        await self.database.ready()
+        async with self.pool.connection() as conn:
             yield conn
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
+        if self.pool is not None:
+            await self.pool.close()

@@ -4,8 +4,10 @@
 neither stalls the log:
 
 - the database is down, restarting or out of connections (`psycopg.OperationalError`, which includes the pool's
-  timeout): the rows in hand are kept and retried with back-off while the rest wait in the queue;
-- the database refuses something in the batch (a constraint, a value): the batch is written again row by row,
+  timeout), or refuses every row alike (read-only after a failover, a privilege or the table gone): the rows in
+  hand are kept and retried with back-off while the rest wait in the queue, each failure counted and logged;
+- the database refuses something in the batch for its content (a data exception or a constraint, SQLSTATE
+  classes 22 and 23): the batch is written again row by row,
   each row in its own transaction. A row whose id is already there was written by an earlier attempt whose
   commit answer was lost; an event's row whose (event_source, event_id) is already there is a redelivery,
   dropped and counted; a row refused on its own is logged at ERROR with its values and set aside."""
@@ -114,8 +116,8 @@ class Writer:
                 await (self._insert_each(pending) if by_row else self._copy(pending))
             except Exception as exc:
                 WRITE_FAILURES.inc()
-                # Row by row, only a transient error (or one no row caused) gets here: wait for the database.
-                if by_row or isinstance(exc, psycopg.OperationalError):
+                # Row by row, only an error no row caused gets here: wait for the database, as for an outage.
+                if by_row or isinstance(exc, psycopg.OperationalError) or not _refused_for_content(exc):
                     await self._back_off(delays, f"writing {len(pending)} rows", exc)
                 else:
                     log.info("prediction log: %d rows refused together (%s); trying each", len(pending), exc)
@@ -157,6 +159,8 @@ class Writer:
                         else:
                             _set_aside(row, exc)
                     except Exception as exc:
+                        if not _refused_for_content(exc):
+                            raise  # the database as a whole: this row and those after it wait
                         _set_aside(row, exc)
                     settled += 1
         finally:
@@ -172,6 +176,12 @@ class Writer:
         while True:
             yield delay
             delay = min(delay * 2, 1.0 if self._stopping else 5.0)
+
+
+def _refused_for_content(exc: Exception) -> bool:
+    """A refusal of a row for what it holds (SQLSTATE class 22, data exception; 23, integrity constraint), not
+    one every row would get (the table gone, no privilege, a read-only server: classes 25, 42, 57, ...)."""
+    return str(getattr(exc, "sqlstate", None) or "")[:2] in ("22", "23")
 
 
 def _set_aside(row: Row, exc: Exception) -> None:

@@ -12,10 +12,13 @@ from function.http.web_files import FILES, INDEX, Asset, WebFiles
 
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; "
-    "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+    "form-action 'none'",  # the page's forms are sent by script (fetch), never by the browser
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
-    "Permissions-Policy": "camera=(self)",
+    # The camera button is `<input capture>`, which opens the phone's camera app and needs no permission: the
+    # page itself may use no camera, microphone or location.
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
@@ -40,10 +43,29 @@ def static(request: Request, version: str, name: str, web_files: WebFiles) -> Re
 
 def _answer(request: Request, asset: Asset, cache_control: str, headers: dict[str, str]) -> Response:
     common = {"ETag": asset.etag, "Cache-Control": cache_control, "Vary": "Accept-Encoding", **headers}
-    if asset.etag in request.headers.get("if-none-match", ""):
+    if none_match(request.headers.get("if-none-match", ""), asset.etag):
         return Response(b"", status_code=304, headers=common)
-    if asset.gzipped is not None and "gzip" in request.headers.get("accept-encoding", ""):
+    if asset.gzipped is not None and accepts_gzip(request.headers.get("accept-encoding", "")):
         return Response(
             asset.gzipped, media_type=asset.media_type, headers={**common, "Content-Encoding": "gzip"}
         )
     return Response(asset.body, media_type=asset.media_type, headers=common)
+
+
+def none_match(header: str, etag: str) -> bool:
+    """Whether If-None-Match names `etag` (RFC 9110 13.1.2: `*`, or a list of tags compared weakly)."""
+    tags = [tag.strip().removeprefix("W/") for tag in header.split(",")]
+    return "*" in tags or etag.removeprefix("W/") in tags
+
+
+def accepts_gzip(header: str) -> bool:
+    """Whether Accept-Encoding allows gzip (RFC 9110 12.5.3): named with a q above 0, or not named and `*` is."""
+    weights = {}
+    for item in header.lower().split(","):
+        coding, *params = (part.strip() for part in item.split(";"))
+        q = next((param.removeprefix("q=") for param in params if param.startswith("q=")), "1")
+        try:
+            weights[coding] = float(q)
+        except ValueError:
+            weights[coding] = 0.0
+    return weights.get("gzip", weights.get("*", 0.0)) > 0
