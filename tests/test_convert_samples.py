@@ -75,3 +75,9 @@ def test_sample_pixels_are_the_functions_pixels(tmp_path, name, make):
     assert checked.shape == served.shape == (*SIZE, 3) and checked.dtype == served.dtype == np.uint8
     assert served.std() > 10  # a real picture, not a flat field two decoders could not disagree on
     assert checked.tobytes() == served.tobytes(), np.abs(checked.astype(int) - served).max()
+    # Both sides are the function's decoder, so also hold them to what it does that a naive decode does not
+    # (draft mode, alpha on white, 16 bits scaled, EXIF applied): were it to become naive, this would fail.
+    naive = np.asarray(
+        Image.open(io.BytesIO(data)).convert("RGB").resize(SIZE[::-1], Image.Resampling.BILINEAR)
+    )
+    assert np.abs(checked.astype(int) - naive).mean() > 1, "the check images are what a naive decoder gives"

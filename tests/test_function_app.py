@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from litestar.testing import TestClient
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
+from function import metrics
 from function.app import create_app
 from function.settings import Settings
 from tests import tiny_onnx
@@ -123,11 +125,28 @@ def test_health_and_model_info(client):
 
 
 def test_metrics_count_predictions_and_requests(client):
-    client.post("/predict", files={"file": ("f.jpg", jpeg((10, 200, 10)), "image/jpeg")})
-    text = client.get("/metrics").text
-    assert 'predictions_total{class="green",confidence_bucket=' in text
-    assert "prediction_latency_seconds_bucket" in text and "http_requests_total" in text
-    assert 'model_info{name="tiny"' in text
+    """The change one prediction makes, not the presence of series other tests in this process created."""
+
+    def samples() -> dict[str, float]:
+        found = {}
+        for family in text_string_to_metric_families(client.get("/metrics").text):
+            for sample in family.samples:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()) if k != "le")
+                found[f"{sample.name}{{{labels}}}"] = (
+                    found.get(f"{sample.name}{{{labels}}}", 0) + sample.value
+                )
+        return found
+
+    before = samples()
+    answer = client.post("/predict", files={"file": ("f.jpg", jpeg((10, 200, 10)), "image/jpeg")})
+    after = samples()
+    grew = {name: after[name] - before.get(name, 0) for name in after if after[name] != before.get(name, 0)}
+    bucket = metrics.confidence_bucket(answer.json()["confidence"])
+    assert grew[f"predictions_total{{class=green,confidence_bucket={bucket}}}"] == 1
+    assert grew["prediction_latency_seconds_count{}"] == 1
+    posts = [name for name in grew if name.startswith("http_requests_total{") and "path=/predict" in name]
+    assert len(posts) == 1 and "status_code=200" in posts[0] and grew[posts[0]] == 1
+    assert after["model_info{name=tiny,precision=fp32,source_version=7,version=local}"] == 1
 
 
 def test_openapi_documents_every_endpoint(client):

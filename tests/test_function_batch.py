@@ -4,6 +4,7 @@ problem /predict would give it and the others are classified; the request's own 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -206,9 +207,11 @@ def test_a_batch_takes_turns_on_the_workers_with_requests_that_come_after_it(mod
     """Each image is its own prediction on the shared session (a batch is never alone), and a batch queues at most
     `workers` images: a /predict that arrives while a batch of five runs on one worker is not served last."""
     classified: list[tuple[str, bool]] = []
+    running = threading.Event()
 
     class Slow(Classifier):
         def classify(self, image, alone=True):
+            running.set()
             time.sleep(0.05)
             classified.append((tiny_onnx.CLASSES[int(np.argmax(image.mean(axis=(0, 1))))], alone))
             return super().classify(image, alone)
@@ -219,7 +222,7 @@ def test_a_batch_takes_turns_on_the_workers_with_requests_that_come_after_it(mod
 
     async def scenario():
         reds = asyncio.create_task(service.predict_batch([png((200, 0, 0))] * 5, RequestContext("batch")))
-        await asyncio.sleep(0.02)  # the batch's first image is on the worker
+        assert await asyncio.to_thread(running.wait, 10)  # the batch's first image is on the worker
         await service.predict(png((0, 0, 200)), RequestContext())
         await reds
         first = classified.copy()

@@ -458,7 +458,11 @@ def test_no_serious_accessibility_violations(demo, served, page_for_axe, scheme)
     found = []
     for tab in ("Classify", "History", "Stats"):
         page.get_by_role("tab", name=tab).click()
-        page.wait_for_timeout(300)  # the tab's fade
+        page.wait_for_function(  # the tab's fade is over: its own pane shown, fully opaque
+            "id => { const pane = document.getElementById(id); return pane.classList.contains('show') && "
+            "getComputedStyle(pane).opacity === '1'; }",
+            arg=f"pane-{tab.lower()}",
+        )
         page.add_script_tag(path=str(AXE))
         result = page.evaluate("async () => (await axe.run()).violations")
         found += [f"{tab}: {v['id']} ({v['impact']}): {v['help']}: {[n['target'] for n in v['nodes']]}" for v in result
