@@ -5,7 +5,7 @@
 2. the requests already read: answered, slow bodies included (uvicorn's graceful shutdown);
 3. the prediction log: rows still queued are written.
 
-No web framework here: the server (`function.server`) and the app both read this one object."""
+No web framework here: the server (`function.http.server`) and the app both read this one object."""
 
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ from tests.postgres import fresh_database
 
 WAIT_S = 120
 # Start to a settled state (the cached version served, or a 503 naming the registry) whatever the registry does:
-# model_source bounds a registry answer at 10 s (REST_DEADLINE_S); the rest is a start on a loaded machine.
+# function.model.registry bounds a registry answer at 10 s (REST_DEADLINE_S); the rest is a start on a loaded machine.
 START_BOUND_S = 40
 
 

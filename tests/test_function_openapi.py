@@ -1,7 +1,7 @@
 """Schemathesis over every operation of the function's own OpenAPI document, against the real process
 (`python -m function` on the tiny model, its prediction log in a real PostgreSQL): no 5xx at all, every status
 code, content type, header and body as documented, a 405 with its Allow header, and no answer that shows a
-traceback or a path of the server. Then the same hygiene in unit tests of `function.problems`.
+traceback or a path of the server. Then the same hygiene in unit tests of `function.http.problems`.
 
 No 503 is allowed: the model is loaded before the first request and the log's database is up, so the two
 documented 503s (model not loaded, prediction log off) cannot happen here. FUZZ_EXAMPLES bounds the examples per

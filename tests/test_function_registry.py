@@ -191,7 +191,7 @@ def test_registry_credentials_never_follow_a_redirect_to_another_host():
 
 class _StubRegistry:
     """Just enough of MLflow's REST API and artifact proxy to misbehave on purpose (a unit test of
-    model_source's error handling; the real server is used everywhere else in this file)."""
+    the registry client's error handling; the real server is used everywhere else in this file)."""
 
     def __init__(self, onnx: bytes, *, send_bytes: int | None = None, status: int = 200):
         import http.server

@@ -1,5 +1,5 @@
 """Security headers on every answer (a pure ASGI middleware, outermost, so refusals made below Litestar get them
-too). The page sets its own CSP and framing rules (routes.web), which take precedence: only the names an answer
+too). The page sets its own CSP and framing rules (http.routes.web), which take precedence: only the names an answer
 lacks are added. No HSTS: TLS ends at the ingress, which sets it."""
 
 from __future__ import annotations
