@@ -1,18 +1,19 @@
 """`create_app` only assembles: the model slot, the prediction log, the prediction service, the doors
-(`function.http.doors`, the one table of routes), problem details (`function.http.problems`), Litestar's
-Prometheus middleware, and in front of it all the pure ASGI layers, each with one job: security headers, HEAD as
-GET, admission control, slow bodies (`function.http`)."""
+(`function.http.doors`, the one table of routes), problem details (`function.http.problems`), and in front of it
+all the pure ASGI layers, each with one job: security headers, HEAD as GET, finding the route, request metrics,
+admission control, slow bodies (`function.http`)."""
 
 from __future__ import annotations
 
 from litestar import Litestar
 from litestar.di import Provide
-from litestar.plugins.prometheus import PrometheusConfig
 
 from function.http import problems
-from function.http.admission import Admission, inference_requests
+from function.http.admission import Admission
 from function.http.doors import doors
 from function.http.head_as_get import HeadAsGet
+from function.http.request_metrics import RequestMetrics
+from function.http.routing import FindRoute, runs_the_model
 from function.http.security_headers import SecurityHeaders
 from function.http.slow_bodies import SlowBodies
 from function.http.web_files import WebFiles
@@ -54,7 +55,6 @@ def create_app(
     def provide(value) -> Provide:
         return Provide(lambda: value, use_cache=True, sync_to_thread=False)
 
-    prometheus = PrometheusConfig(app_name="fish-function", prefix="http", group_path=True)
     app = Litestar(
         route_handlers=doors(settings),
         dependencies={
@@ -66,16 +66,14 @@ def create_app(
             "prediction_log": provide(prediction_log),
             "web_files": provide(WebFiles(settings.web_dir)),
         },
-        middleware=[prometheus.middleware],
         plugins=[problems.plugin(settings)],
         on_startup=[start, prediction_log.start],
         on_shutdown=[flush_log, service.stop, image_urls.close],
         request_max_body_size=settings.max_upload_bytes + BODY_SLACK_BYTES,
     )
-    # Outermost, inside Litestar's own entry point: a refused request costs no routing and no body read.
-    counted = inference_requests(app)  # the route each request will reach, as the router finds it
-    handler = SlowBodies(app.asgi_handler, counted, settings.body_idle_timeout_s, settings.slow_upload_s,
+    # Outermost, inside Litestar's own entry point: a refused request costs one route lookup and no body read.
+    handler = SlowBodies(app.asgi_handler, runs_the_model, settings.body_idle_timeout_s, settings.slow_upload_s,
                          slow_limit=max(1, settings.max_concurrent_requests // 2))  # fmt: skip
-    handler = Admission(handler, counted, settings.max_concurrent_requests, settings.shed_delay_s)
-    app.asgi_handler = SecurityHeaders(HeadAsGet(handler))
+    handler = Admission(handler, runs_the_model, settings.max_concurrent_requests, settings.shed_delay_s)
+    app.asgi_handler = SecurityHeaders(HeadAsGet(FindRoute(RequestMetrics(handler), app)))
     return app

@@ -1,4 +1,4 @@
-"""Prometheus metrics, defined once at import (HTTP request metrics come from Litestar's middleware)."""
+"""Prometheus metrics, defined once at import."""
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -22,6 +22,29 @@ SLOW_UPLOADS = Counter("slow_uploads_total", "Requests answered 408: their body 
 EVENT_DUPLICATES = Counter(
     "cloudevents_duplicates_total", "Events delivered again and answered from the log, not logged again"
 )
+
+# Every answer a client saw, counted once with its real status where it leaves the app (function.http.request_metrics)
+# or uvicorn (its own 400s), under the names and labels of Litestar's Prometheus middleware, which the dashboard
+# reads: that middleware sits inside Litestar, where it misses what the layers in front answer (a shed 503, a slow
+# body's 408, which it saw as the 500 of the disconnect) and what uvicorn answers (a request it cannot parse).
+APP_NAME = "fish-function"
+HTTP_LABELS = ["method", "path", "status_code", "app_name"]
+HTTP_REQUESTS = Counter("http_requests_total", "Requests answered, by route and the status sent", HTTP_LABELS)
+HTTP_ERRORS = Counter("http_requests_error_total", "Requests answered with a 5xx status", HTTP_LABELS)
+HTTP_DURATION = Histogram(
+    "http_request_duration_seconds", "From the request's headers to its answer's last byte", HTTP_LABELS
+)
+HTTP_IN_PROGRESS = Gauge(
+    "http_requests_in_progress", "Requests being answered", ["method", "path", "app_name"]
+)
+
+
+def count_answer(method: str, path: str, status: int, duration_s: float) -> None:
+    labels = (method, path, str(status), APP_NAME)
+    HTTP_REQUESTS.labels(*labels).inc()
+    HTTP_DURATION.labels(*labels).observe(duration_s)
+    if status >= 500:
+        HTTP_ERRORS.labels(*labels).inc()
 
 
 def confidence_bucket(confidence: float) -> str:

@@ -112,6 +112,47 @@ def test_max_upload_bytes_holds_for_the_file_not_the_request(client):
     assert small.status_code == 200
 
 
+def test_uploads_stay_in_memory_not_on_disk(model_path, monkeypatch):
+    """A phone photo (3 MB here, a 12 MP JPEG is 3-5 MB) is held in memory, not spooled to /tmp and read back:
+    any temporary file made while the request is read fails it. Litestar's parser spools files over 1 MiB."""
+    import tempfile
+
+    settings = Settings.from_env({"MODEL_URI": str(model_path), "MAX_UPLOAD_BYTES": str(8 * 1024 * 1024)})
+    photo = png_noise(1000)  # 3 MB of noise a PNG cannot shrink
+    assert len(photo) > 2 * 1024 * 1024
+    with TestClient(create_app(settings)) as client:
+        wait_healthy(client)
+
+        def no_disk(*args, **kwargs):
+            raise AssertionError("an upload was written to a temporary file")
+
+        monkeypatch.setattr(tempfile, "TemporaryFile", no_disk)
+        monkeypatch.setattr(tempfile, "NamedTemporaryFile", no_disk)
+        one = client.post("/predict", files={"file": ("p.png", photo, "image/png")})
+        assert one.status_code == 200, one.text
+        batch = client.post("/predict/batch", files=[("file", ("a.png", photo, "image/png"))] * 2)
+        assert batch.status_code == 200, batch.text
+        assert [result["prediction"]["class"] for result in batch.json()["results"]] == [one.json()["class"]] * 2
+
+
+MALFORMED_BODIES = {
+    "a part left open": b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\nabc',
+    "no closing boundary": b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\nabc\r\n',
+    "no part headers": b"--b\r\n\r\nabc\r\n--b--\r\n",
+    "not multipart at all": b"hello",
+    "empty body": b"",
+}
+
+
+@pytest.mark.parametrize("body", MALFORMED_BODIES.values(), ids=MALFORMED_BODIES.keys())
+@pytest.mark.parametrize("path", ["/predict", "/predict/batch"])
+def test_malformed_multipart_is_a_4xx_problem(client, path, body):
+    response = client.post(path, content=body, headers={"content-type": "multipart/form-data; boundary=b"})
+    assert 400 <= response.status_code < 500, response.text
+    assert_problem(response, response.status_code)
+    assert_problem(client.post(path, content=b"x", headers={"content-type": "multipart/form-data"}), 400)
+
+
 def test_unknown_paths_and_methods_are_problems_too(client):
     assert_problem(client.get("/nope"), 404)
     assert_problem(client.get("/predict"), 405)

@@ -2,22 +2,18 @@
 (POST /predict, /predict/batch, / and /v2/.../infer) are in the app at once.
 
 One more is answered 503 with Retry-After after a short pause (SHED_DELAY_SECONDS, a timer: no work), from bytes
-built in advance: no routing, no body read, and its connection closes after the answer if it had a body, so nobody
+built in advance: no body read, and its connection closes after the answer if it had a body, so nobody
 reads megabytes that will not be used (and a client that ignores Retry-After pays a new connection for its next
 try). Memory is bounded by what is admitted, not by how many clients connect. The cheap GETs (/health above all:
 a probe must get its answer under load) are not counted. Why these choices, measured: docs/tuning.md.
 
-Which requests are counted is decided on the route a request will reach, as Litestar's router finds it, so every
-spelling the router accepts (`/predict/`, `//predict`) is counted like `/predict`: the doors' table marks the doors
-that run the model (`INFERENCE`)."""
+Which requests are counted is decided on the route a request will reach (`counted`: `function.http.routing`), so
+every spelling the router accepts (`/predict/`, `//predict`) is counted like `/predict`."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-
-from litestar.exceptions import HTTPException
-from litestar.utils import normalize_path
 
 from function import metrics
 from function.http.asgi_answers import problem_json, send_problem
@@ -25,28 +21,6 @@ from function.http.asgi_answers import problem_json, send_problem
 # Refusals held on their pause at once; past this they are answered at once. A held connection keeps up to
 # 64 KiB of its unread body in uvicorn's buffer (its flow control stops reading there): 256 hold at most 16 MiB.
 MAX_HELD_REFUSALS = 256
-
-INFERENCE = "inference"  # the `opt` key a door that decodes and runs the model carries (function.http.doors)
-
-
-def inference_requests(app) -> Callable[[dict], bool]:
-    """Whether a request will reach a door that decodes and runs the model (a batch is one request: it queues its
-    own images), asked of the Litestar `app`'s own router, whose answer is cached per path and method."""
-    router = app.asgi_router
-
-    def counted(scope: dict) -> bool:
-        if scope["type"] != "http":
-            return False
-        path = scope["path"]
-        if root_path := scope.get("root_path", ""):  # as Litestar's router reads it
-            path = path.split(root_path, maxsplit=1)[-1]
-        try:
-            _, handler, *_ = router.handle_routing(normalize_path(path), scope["method"])
-        except HTTPException:  # no such path or method: Litestar answers 404 or 405 without the model
-            return False
-        return bool(handler.opt.get(INFERENCE))
-
-    return counted
 
 
 def has_body(scope: dict) -> bool:

@@ -12,8 +12,8 @@ from litestar import Router
 from litestar.enums import HttpMethod
 from litestar.handlers import HTTPRouteHandler
 
-from function.http.admission import INFERENCE
 from function.http.routes import batch, events, history, oip, predict, status, web
+from function.http.routing import INFERENCE
 from function.settings import Settings
 
 GET, POST, OPTIONS = HttpMethod.GET, HttpMethod.POST, HttpMethod.OPTIONS

@@ -14,6 +14,7 @@ from types import FrameType
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from function import metrics
 from function.http.asgi_answers import problem_json
 from function.http.security_headers import SECURITY_HEADERS
 from function.lifecycle import Shutdown
@@ -24,6 +25,7 @@ CLOSE = (b"connection", b"close")
 # Request line and headers, all of them: nginx's default allows 4 buffers of 8 KiB; httptools has no limit at all.
 MAX_HEADER_BYTES = 64 * 1024
 HEADERS_TOO_LARGE = f"the request line and headers exceed {MAX_HEADER_BYTES // 1024} KiB"
+UNPARSED = "(unparsed)"  # the method and path labels of a request uvicorn refused before the app saw it
 
 
 class HeadersTooLarge(Exception):
@@ -117,6 +119,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         connection: the first reason given is the one sent."""
         if self.transport.is_closing():
             return
+        metrics.count_answer(UNPARSED, UNPARSED, 400, 0.0)  # the app never saw it: counted here
         body = problem_json(400, "Bad Request", msg)
         headers = [*(h for h in self.server_state.default_headers if h != CLOSE),
                    (b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode()),

@@ -7,6 +7,10 @@ doors on the same 640x480 JPEG in the same rounds: a CloudEvent in binary mode a
 infer at concurrency 8, and /predict/batch with 8 files at concurrency 1 and 2. A batch is compared by images in
 flight: 8 files at c=1 against /predict at c=8.
 
+With BENCH_BEFORE=<git ref> (a commit with today's layout, 016fdd0 or later), "function fp32, before" is the function
+as that commit has it, in its own venv, in the same interleaved rounds: an issue's before and after in one run, with
+ratios after / before.
+
 "function fp32, no UI" is function fp32 with WEB_UI=off (no page routes), started and loaded in the same
 interleaved rounds: its ratios to function fp32 are what serving the web UI costs cold start and /predict.
 
@@ -63,9 +67,10 @@ def main() -> int:
     try:
         photos = make_photos(work)
         keras_dir = prepare_models(tracking, work)
-        python = function_environment(work)
+        python = function_environment(work, ROOT, "function-venv", work / "web")
         commands = {
             "function fp32": function_command(python, tracking, work, postgres.url, "onnx"),
+            **before_commands(work, tracking, postgres.url),
             "function fp32, no UI": function_command(
                 python, tracking, work, postgres.url, "onnx", WEB_UI="off"
             ),
@@ -161,18 +166,33 @@ def prepare_models(tracking: str, work: Path) -> Path:
     return keras_dir
 
 
-def function_environment(work: Path) -> Path:
+def function_environment(work: Path, source: Path, venv_name: str, web: Path) -> Path:
     """The function as its image installs it: the `function` extra alone, not editable, in its own venv. The
     dev venv would flatter nothing and cost a start ~90 ms (Litestar loads a pydantic plugin when pydantic,
     there for MLflow, is importable)."""
-    venv = work / "function-venv"
-    with console.status("Installing the function extra into its own venv…"):
+    venv = work / venv_name
+    with console.status(f"Installing the function extra from {source} into its own venv…"):
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", f"{ROOT}[function]"],
+        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", f"{source}[function]"],
                        check=True, capture_output=True)  # fmt: skip
-        subprocess.run([str(venv / "bin" / "python"), "-m", "function.http.collect_web", str(ROOT / "web"), str(work / "web")],
+        subprocess.run([str(venv / "bin" / "python"), "-m", "function.http.collect_web", str(source / "web"), str(web)],
                        check=True, capture_output=True, cwd=work)  # fmt: skip
     return venv / "bin" / "python"
+
+
+def before_commands(work: Path, tracking: str, database_url: str) -> dict:
+    """ "function fp32, before": BENCH_BEFORE's function, with this checkout's npm packages."""
+    ref = os.environ.get("BENCH_BEFORE")
+    if not ref:
+        return {}
+    source = work / "before"
+    source.mkdir()
+    archive = subprocess.run(["git", "archive", ref], cwd=ROOT, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
+    (source / "web" / "node_modules").symlink_to(ROOT / "web" / "node_modules")
+    python = function_environment(work, source, "before-venv", work / "before-web")
+    command = function_command(python, tracking, work, database_url, "onnx", WEB_DIR=str(work / "before-web"))
+    return {"function fp32, before": command}
 
 
 def function_command(python: Path, tracking: str, work: Path, database_url: str, alias: str, **more: str):
@@ -417,6 +437,14 @@ def print_table(results: dict[str, dict], doors: Doors) -> None:
         "req/s c=8, function / function without UI": fp32["req/s c=8"] / no_ui["req/s c=8"],
         "p50 640x480, function / function without UI": fp32["p50 640x480 ms"] / no_ui["p50 640x480 ms"],
     }
+    if before := results.get("function fp32, before"):
+        ratios |= {
+            "cold start, function / before": fp32["cold start s"] / before["cold start s"],
+            "p50 640x480, function / before": fp32["p50 640x480 ms"] / before["p50 640x480 ms"],
+            "p50 12MP, function / before": fp32["p50 12MP ms"] / before["p50 12MP ms"],
+            "req/s c=8, function / before": fp32["req/s c=8"] / before["req/s c=8"],
+            "peak RSS, function / before": fp32["peak RSS MB"] / before["peak RSS MB"],
+        }
     out = Console(width=160)
     out.print(table)
     for name, value in ratios.items():

@@ -7,12 +7,12 @@ what is wrong with the request as a whole (not multipart, no files, too many, to
 from __future__ import annotations
 
 from litestar import Request
-from litestar.datastructures import UploadFile
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.openapi.spec import OpenAPIType, Schema
 
 from function.http import openapi, problems
-from function.http.routes.params import ClientId, TopK, client_id, multipart_form, request_id
+from function.http.multipart import read_form
+from function.http.routes.params import ClientId, TopK, client_id, request_id
 from function.inference.outcome import RequestContext
 from function.inference.service import PredictionService
 from function.protocols.wire import BatchResponse, FileResult, PredictionResponse, Problem
@@ -76,7 +76,7 @@ async def predict_batch(
 async def _uploaded_files(request: Request, settings: Settings) -> list[tuple[str, bytes]]:
     """(filename, bytes) of every file, in the order sent."""
     try:
-        form = await multipart_form(
+        form = await read_form(
             request, "send the images as multipart/form-data, each in a field named 'file'"
         )
     except RequestEntityTooLarge:  # the app's own message names MAX_UPLOAD_BYTES, the single-file limit
@@ -84,15 +84,14 @@ async def _uploaded_files(request: Request, settings: Settings) -> list[tuple[st
             f"the request is larger than the limit of {settings.max_batch_bytes:,} bytes (MAX_BATCH_BYTES)"
         )
         raise problems.problem(413, "Batch too large", detail) from None
-    used = [field for field in FIELDS if field in form]
-    if len(used) > 1:  # the parser keeps each name's order, not the order across names
+    used = [field for field in FIELDS if form.named(field)]
+    if len(used) > 1:  # one name, so that "in the order sent" cannot mean two things
         raise problems.problem(
             422, "Ambiguous file order", "send every image in 'file', or every one in 'files'"
         )
     if not used:
-        fields = ", ".join(sorted(form.keys())) or "none"
-        raise problems.MissingFile(f"no file in the multipart field 'file' (fields sent: {fields})")
-    uploads = form.getall(used[0])
+        raise problems.MissingFile(f"no file in the multipart field 'file' (fields sent: {form.names()})")
+    uploads = form.named(used[0])
     if len(uploads) > settings.max_batch_files:
         raise problems.problem(
             413,
@@ -100,6 +99,6 @@ async def _uploaded_files(request: Request, settings: Settings) -> list[tuple[st
             f"the request has {len(uploads)} files, more than the limit of {settings.max_batch_files} "
             "(MAX_BATCH_FILES): send them in several batches",
         )
-    if not all(isinstance(upload, UploadFile) for upload in uploads):
+    if any(upload.filename is None for upload in uploads):
         raise problems.MissingFile(f"a value in the multipart field '{used[0]}' is not a file (no filename)")
-    return [(upload.filename, await upload.read()) for upload in uploads]
+    return [(upload.filename, upload.data) for upload in uploads]

@@ -6,11 +6,10 @@ import re
 from typing import Annotated
 
 from litestar import Request
-from litestar.datastructures import UploadFile
 from litestar.params import Parameter
 
+from function.http.multipart import read_form
 from function.http.problems import MissingClientId, MissingFile
-from function.inference.images import UnsupportedImage
 
 CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 TopK = Annotated[
@@ -50,19 +49,10 @@ def request_id(request: Request) -> str | None:
     return request.headers.get("x-request-id")
 
 
-async def multipart_form(request: Request, instruction: str):
-    """The request's form, or UnsupportedImage with `instruction` (what to send) when it is not multipart."""
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
-        raise UnsupportedImage(f"{instruction} (got {content_type or 'no content type'})")
-    return await request.form()
-
-
 async def uploaded_file(request: Request) -> bytes:
-    """The one file in the multipart field `file`."""
-    form = await multipart_form(request, "send the image as multipart/form-data in a field named 'file'")
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
-        fields = ", ".join(sorted(form.keys())) or "none"
-        raise MissingFile(f"no file in the multipart field 'file' (fields sent: {fields})")
-    return await upload.read()
+    """The (first) file in the multipart field `file`."""
+    form = await read_form(request, "send the image as multipart/form-data in a field named 'file'")
+    for part in form.named("file"):
+        if part.filename is not None:
+            return part.data
+    raise MissingFile(f"no file in the multipart field 'file' (fields sent: {form.names()})")
