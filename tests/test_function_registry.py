@@ -141,26 +141,26 @@ def test_registry_credentials_follow_mlflow_variables():
     )
 
 
-class _Recorder:
-    """An HTTP server that records each request's Authorization header and answers `{}`, or redirects a path
-    given in `redirects` to where it names."""
+class _Stub:
+    """An HTTP server on a free port: each GET is recorded in `seen` as (path, Authorization) and answered by
+    `answer(path)` -> (status, headers, body); a Content-Length in `headers` may promise more than `body` has."""
 
-    def __init__(self, redirects: dict[str, str] | None = None):
+    def __init__(self, answer):
         import http.server
         import threading
 
-        recorder, self.seen = self, []
+        stub, self.seen = self, []
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 (http.server's naming)
-                recorder.seen.append((self.path, self.headers.get("Authorization")))
-                target = (redirects or {}).get(self.path)
-                self.send_response(302 if target else 200)
-                if target:
-                    self.send_header("Location", target)
-                self.send_header("Content-Length", "2")
+                stub.seen.append((self.path, self.headers.get("Authorization")))
+                status, headers, body = answer(self.path)
+                self.send_response(status)
+                for name, value in {"Content-Length": str(len(body)), **headers}.items():
+                    self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(b"{}")
+                self.wfile.write(body)
+                self.close_connection = True
 
             def log_message(self, *args):
                 pass
@@ -174,11 +174,44 @@ class _Recorder:
         self.server.server_close()
 
 
+def _recorder(redirects: dict[str, str] | None = None) -> _Stub:
+    """Answers `{}`, or redirects a path given in `redirects` to where it names."""
+
+    def answer(path: str):
+        target = (redirects or {}).get(path)
+        return (302, {"Location": target}, b"{}") if target else (200, {}, b"{}")
+
+    return _Stub(answer)
+
+
+def _registry(onnx: bytes, *, send_bytes: int | None = None, status: int = 200) -> _Stub:
+    """Just enough of MLflow's REST API and artifact proxy to misbehave on purpose (a unit test of the registry
+    client's error handling; the real server is used everywhere else in this file)."""
+    import json
+
+    def answer(path: str):
+        if status != 200:
+            return status, {}, b"{}"
+        if "get-download-uri" in path:
+            return 200, {}, json.dumps({"artifact_uri": "mlflow-artifacts:/1/m/artifacts"}).encode()
+        if "?path=" in path:
+            return (
+                200,
+                {},
+                json.dumps(
+                    {"files": [{"path": "model.onnx", "is_dir": False, "file_size": len(onnx)}]}
+                ).encode(),
+            )
+        return 200, {"Content-Length": str(len(onnx))}, onnx[:send_bytes]
+
+    return _Stub(answer)
+
+
 def test_registry_credentials_never_follow_a_redirect_to_another_host():
     """A redirect within the registry keeps its credentials; one to another host (a presigned URL) is followed
     without them (urllib copies every header but the body's to wherever it is sent)."""
-    elsewhere = _Recorder()
-    registry = _Recorder({"/away": f"{elsewhere.url}/presigned", "/moved": "/here"})
+    elsewhere = _recorder()
+    registry = _recorder({"/away": f"{elsewhere.url}/presigned", "/moved": "/here"})
     try:
         assert rest._get_json(Registry(registry.url, token="tok"), "/moved") == {}
         assert rest._get_json(Registry(registry.url, token="tok"), "/away") == {}
@@ -189,60 +222,16 @@ def test_registry_credentials_never_follow_a_redirect_to_another_host():
         elsewhere.close()
 
 
-class _StubRegistry:
-    """Just enough of MLflow's REST API and artifact proxy to misbehave on purpose (a unit test of
-    the registry client's error handling; the real server is used everywhere else in this file)."""
-
-    def __init__(self, onnx: bytes, *, send_bytes: int | None = None, status: int = 200):
-        import http.server
-        import json
-        import threading
-
-        stub = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's naming)
-                if status != 200:
-                    return self._send(status, b"{}")
-                if "get-download-uri" in self.path:
-                    return self._send(
-                        200, json.dumps({"artifact_uri": "mlflow-artifacts:/1/m/artifacts"}).encode()
-                    )
-                if "?path=" in self.path:
-                    files = [{"path": "model.onnx", "is_dir": False, "file_size": len(onnx)}]
-                    return self._send(200, json.dumps({"files": files}).encode())
-                self._send(200, onnx, length=len(onnx), body=onnx[: stub.send_bytes])
-
-            def _send(self, code, payload, length=None, body=None):
-                self.send_response(code)
-                self.send_header("Content-Length", str(length if length is not None else len(payload)))
-                self.end_headers()
-                self.wfile.write(payload if body is None else body)
-                self.close_connection = True
-
-            def log_message(self, *args):
-                pass
-
-        self.send_bytes = send_bytes
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_a_download_cut_short_is_never_cached_and_the_cached_version_serves(tmp_path):
     from function.model import source as model_source
 
-    whole = _StubRegistry(b"x" * 5000)
+    whole = _registry(b"x" * 5000)
     try:
         good = model_source._download(Registry(whole.url), "m", "1", tmp_path)
         assert good.read_bytes() == b"x" * 5000
     finally:
         whole.close()
-    cut = _StubRegistry(b"y" * 5000, send_bytes=1200)  # Content-Length says 5000, the connection ends at 1200
+    cut = _registry(b"y" * 5000, send_bytes=1200)  # Content-Length says 5000, the connection ends at 1200
     try:
         with pytest.raises(rest.RegistryDown, match="1200 of 5000 bytes"):
             model_source._download(Registry(cut.url), "m", "2", tmp_path)
@@ -254,7 +243,7 @@ def test_a_download_cut_short_is_never_cached_and_the_cached_version_serves(tmp_
 def test_refused_credentials_fall_back_to_the_cache_and_say_which_variables(tmp_path):
     import json
 
-    refusing = _StubRegistry(b"", status=401)
+    refusing = _registry(b"", status=401)
     try:
         with pytest.raises(ModelUnavailable, match="MLFLOW_TRACKING_TOKEN.*no copy"):
             fetch("models:/m@onnx", Registry(refusing.url), tmp_path)
@@ -271,7 +260,7 @@ def test_refused_credentials_fall_back_to_the_cache_and_say_which_variables(tmp_
 def test_a_cache_that_cannot_be_written_is_named_not_blamed_on_the_registry(tmp_path):
     from function.model import source as model_source
 
-    registry = _StubRegistry(b"z" * 100)
+    registry = _registry(b"z" * 100)
     blocked = tmp_path / "cache"
     blocked.write_text("a file where the cache folder should be")
     try:

@@ -71,11 +71,11 @@ def test_a_baked_version_is_read_from_the_image_and_serves_when_the_registry_is_
     from function.model.registry import Registry
     from function.model.source import fetch
     from function.settings import Settings
-    from tests.test_function_registry import _StubRegistry
+    from tests.test_function_registry import _registry
 
     baked, cache = tmp_path / "baked", tmp_path / "cache"
-    version_3, version_4 = _StubRegistry(b"onnx v3"), _StubRegistry(b"onnx v4")
-    downloads_fail = _StubRegistry(b"", status=500)
+    version_3, version_4 = _registry(b"onnx v3"), _registry(b"onnx v4")
+    downloads_fail = _registry(b"", status=500)
     try:
         with monkeypatch.context() as patch:  # the image's build step, the alias naming version 3
             patch.setattr(rest, "resolve_alias", lambda *args: "3")
