@@ -13,6 +13,7 @@ from function.http.admission import Admission
 from function.http.doors import doors
 from function.http.head_as_get import HeadAsGet
 from function.http.request_metrics import RequestMetrics
+from function.http.routes import docs
 from function.http.routing import FindRoute, runs_the_model
 from function.http.security_headers import SecurityHeaders
 from function.http.slow_bodies import SlowBodies
@@ -43,6 +44,7 @@ def create_app(
     slot = slot or ModelSlot(warm_up=images.warm_up)
     service = PredictionService(settings, slot, prediction_log)
     image_urls = image_urls or ImageUrls.of(settings)
+    web_files = WebFiles(settings.web_dir)
 
     def start() -> None:
         service.start()
@@ -64,9 +66,10 @@ def create_app(
             "shutdown": provide(shutdown),
             "image_urls": provide(image_urls),
             "prediction_log": provide(prediction_log),
-            "web_files": provide(WebFiles(settings.web_dir)),
+            "web_files": provide(web_files),
         },
         plugins=[problems.plugin(settings)],
+        openapi_config=docs.openapi_config(web_files),  # Swagger UI from the function's own files
         on_startup=[start, prediction_log.start],
         on_shutdown=[flush_log, service.stop, image_urls.close],
         request_max_body_size=settings.max_upload_bytes + BODY_SLACK_BYTES,

@@ -132,7 +132,9 @@ def test_uploads_stay_in_memory_not_on_disk(model_path, monkeypatch):
         assert one.status_code == 200, one.text
         batch = client.post("/predict/batch", files=[("file", ("a.png", photo, "image/png"))] * 2)
         assert batch.status_code == 200, batch.text
-        assert [result["prediction"]["class"] for result in batch.json()["results"]] == [one.json()["class"]] * 2
+        assert [result["prediction"]["class"] for result in batch.json()["results"]] == [
+            one.json()["class"]
+        ] * 2
 
 
 MALFORMED_BODIES = {

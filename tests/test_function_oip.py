@@ -206,9 +206,11 @@ def test_errors_reach_tritonclient_with_their_status_and_message(server):
     assert corrupt.value.status() == "400" and "element 1:" in message and "element 2:" in message
     assert "element 0" not in message
 
-    with pytest.raises(InferenceServerException) as too_many:
-        server.infer("tiny", [files_input([encoded(noise(7)[0])] * 5)])  # MAX_BATCH_FILES is 4 here
-    assert too_many.value.status() == "400" and "MAX_BATCH_FILES" in too_many.value.message()
+    for tensor in [files_input([encoded(noise(7)[0])] * 5), image_input(noise(7, 5), True),
+                   image_input(noise(7, 5), False)]:  # fmt: skip
+        with pytest.raises(InferenceServerException) as too_many:
+            server.infer("tiny", [tensor])  # MAX_BATCH_FILES is 4 here
+        assert too_many.value.status() == "400" and "MAX_BATCH_FILES" in too_many.value.message()
 
     with pytest.raises(InferenceServerException) as output:
         server.infer("tiny", [image_input(noise(5), True)], outputs=[triton.InferRequestedOutput("logits")])
@@ -357,8 +359,18 @@ BAD_REQUESTS = [
     ("over 255", tensor(data=[256] * (SIZE * SIZE * 3)), {}, "0 to 255"),
     ("floats", tensor(data=[0.5] * (SIZE * SIZE * 3)), {}, "0 to 255"),
     ("ragged", tensor(data=[[0, 1], [2]]), {}, "not a regular array"),
+    ("nested, not as the shape", tensor(data=[[0] * (SIZE * SIZE)] * 3), {}, "not a regular array"),
+    ("a string among the values", tensor(data=[0] * (SIZE * SIZE * 3 - 1) + ["1"]), {}, "0 to 255"),
+    ("negative", tensor(data=[-1] * (SIZE * SIZE * 3)), {}, "0 to 255"),
     ("no data", tensor(data=None), {}, "no data"),
+    ("huge parameters", tensor(parameters={"x": [0] * 40_000}), {}, "more than 65,536"),
     ("bytes as plain strings", tensor(datatype="BYTES", shape=[1], data=["abc"]), {}, "base64"),
+    (
+        "more base64 strings than the shape",
+        tensor(datatype="BYTES", shape=[1], data=["AA==", "AA=="], parameters={"content_type": "base64"}),
+        {},
+        "list of 1 base64 strings",
+    ),
     (
         "bad base64",
         tensor(datatype="BYTES", shape=[1], data=["@@@"], parameters={"content_type": "base64"}),
@@ -388,11 +400,43 @@ def test_bad_requests_are_400_in_the_protocols_form(client, log, what, body, hea
     assert log.rows == [] and client.get("/v2/health/ready").status_code == 200
 
 
-def test_a_body_over_max_batch_bytes_is_413_in_the_protocols_form(client):
-    big = json.dumps(uint8_request(np.full((150, SIZE, SIZE, 3), 255, np.uint8))).encode()
-    assert len(big) > 100_000  # MAX_BATCH_BYTES here
-    response = client.post("/v2/models/tiny/infer", content=big)
-    assert "100,000 bytes (MAX_BATCH_BYTES)" in assert_error(response, 413)
+@pytest.fixture
+def small_limits(model_path):
+    """MAX_BATCH_BYTES below what MAX_BATCH_FILES images take in JSON: 64 x 192 values x 6 bytes + 64 KiB."""
+    settings = Settings.from_env(
+        {"MODEL_URI": str(model_path), "MAX_BATCH_BYTES": "20000", "MAX_BATCH_FILES": "64"}
+    )
+    with TestClient(create_app(settings)) as client:
+        wait_healthy(client)
+        yield client
+
+
+def test_a_json_body_may_take_what_max_batch_files_images_take_in_json(small_limits):
+    pixels = noise(17, 64)
+    request = uint8_request(pixels)
+    request["inputs"][0]["data"] = pixels.tolist()  # nested with spaces: the most JSON a value takes
+    body = json.dumps(request).encode()
+    assert 20_000 < len(body) < 139_264
+    response = small_limits.post("/v2/models/tiny/infer", content=body)
+    assert response.status_code == 200 and response.json()["outputs"][0]["shape"] == [64, 3]
+
+    over = body + b" " * (139_264 - len(body) + 1)
+    # with its Content-Length, and chunked: then the bytes are counted as they come
+    for content in [over, iter([over[:70_000], over[70_000:]])]:
+        response = small_limits.post("/v2/models/tiny/infer", content=content)
+        message = assert_error(response, 413)
+        assert "139,264 bytes for JSON" in message and "64 images (MAX_BATCH_FILES) of 8x8" in message
+    assert "content-length" not in response.request.headers
+
+
+def test_a_binary_body_over_max_batch_bytes_is_413_in_the_protocols_form(small_limits):
+    pixels = noise(18, 110)  # more than MAX_BATCH_FILES too: the body's limit is held before it is read
+    tensor = {"name": "image", "shape": list(pixels.shape), "datatype": "UINT8",
+              "parameters": {"binary_data_size": pixels.size}}  # fmt: skip
+    body, headers = binary_request(tensor, pixels.tobytes())
+    assert len(body) > 20_000  # MAX_BATCH_BYTES here
+    response = small_limits.post("/v2/models/tiny/infer", content=body, headers=headers)
+    assert "20,000 bytes (MAX_BATCH_BYTES)" in assert_error(response, 413)
 
 
 def test_503_with_retry_after_while_there_is_no_model(tmp_path):
@@ -441,7 +485,8 @@ def test_openapi_documents_every_v2_endpoint(client):
         operation = paths[path][method]
         assert operation["summary"], path
     infer = paths["/v2/models/{name}/infer"]["post"]["responses"]
-    assert {"200", "400", "404", "503"} <= set(infer)
+    assert {"200", "400", "404", "413", "503"} <= set(infer)
+    assert "MAX_BATCH_FILES" in infer["413"]["description"]
     assert "application/json" in infer["404"]["content"]
 
 

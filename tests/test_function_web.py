@@ -116,7 +116,8 @@ def test_a_missing_folder_is_a_404_that_says_what_to_do(tmp_path):
 def test_collect_copies_only_what_is_served(tmp_path):
     collect_web.collect(web_files.REPOSITORY_WEB, tmp_path)
     copied = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
-    assert copied == sorted([web_files.INDEX, *web_files.FILES.values()])
+    served = [web_files.INDEX, *web_files.FILES.values(), *web_files.DOCS_FILES.values()]
+    assert copied == sorted([*served, *collect_web.LICENSES])
     with client(tmp_path) as http:
         version = http.get("/").text.split('href="static/')[1].split("/")[0]
         assert http.get(f"/static/{version}/vendor/chart.umd.min.js").status_code == 200

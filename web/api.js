@@ -2,14 +2,25 @@
 
 const CLIENT_KEY = "fish.clientId";
 
+// getRandomValues, not randomUUID: the latter exists only in secure contexts, and a Knative URL is often http
+const newId = () => [...crypto.getRandomValues(new Uint8Array(16))]
+  .map((b) => b.toString(16).padStart(2, "0")).join("");
+let pageId = null;
+
+/** This browser's id, kept in localStorage; where the browser blocks site storage (reading `localStorage` then
+ * throws), an id for this page alone, so /predict still works and only the history is lost. */
 export function clientId() {
-  let id = localStorage.getItem(CLIENT_KEY);
-  if (!id) {
-    // getRandomValues, not randomUUID: the latter exists only in secure contexts, and a Knative URL is often http
-    id = [...crypto.getRandomValues(new Uint8Array(16))].map((b) => b.toString(16).padStart(2, "0")).join("");
-    localStorage.setItem(CLIENT_KEY, id);
+  try {
+    let id = localStorage.getItem(CLIENT_KEY);
+    if (!id) {
+      id = newId();
+      localStorage.setItem(CLIENT_KEY, id);
+    }
+    return id;
+  } catch {
+    pageId ||= newId();
+    return pageId;
   }
-  return id;
 }
 
 /** The server answered with a problem (RFC 9457): `detail` is meant for people. */
@@ -42,10 +53,10 @@ async function call(path, options = {}) {
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
- * Run `request` again while the model is loading (503), waiting longer each time; `onWait(seconds)` is told.
- * Other errors are thrown at once.
+ * Run `request` again while the server answers 503 (the model loading, or the instance at capacity), waiting
+ * longer each time; `onWait(seconds, error)` is told, the error saying which. Other errors are thrown at once.
  */
-export async function whileWarming(request, onWait, tries = 12) {
+export async function whileUnavailable(request, onWait, tries = 12) {
   let delay = 1000;
   for (let attempt = 1; ; attempt++) {
     try {
@@ -54,7 +65,7 @@ export async function whileWarming(request, onWait, tries = 12) {
       if (!(error instanceof ProblemError) || error.status !== 503 || attempt >= tries) throw error;
       // jitter: the cards of photos given together do not come back in step
       const wait = Math.max(delay, error.retryAfter * 1000) * (1 + Math.random() * 0.25);
-      onWait(Math.round(wait / 1000));
+      onWait(Math.round(wait / 1000), error);
       await sleep(wait);
       delay = Math.min(delay * 1.6, 15000);
     }

@@ -41,9 +41,34 @@ async function loadThumbnail(predictionId) {
   }
 }
 
+/** Whether this browser lets the page keep anything: blocked site data throws on access, a full store on write. */
+export function storageWorks() {
+  try {
+    localStorage.setItem("fish.probe", "1");
+    localStorage.removeItem("fish.probe");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const isEntry = (entry) => typeof entry?.prediction_id === "string" && typeof entry.class === "string"
+  && Number.isFinite(entry.confidence) && !Number.isNaN(Date.parse(entry.created_at));
+
 /** Every answer is kept in this browser too: the whole history with the log off, and with it on, the answers
- * whose rows the server has not written yet (it writes off the request path). */
-const keptLocally = () => JSON.parse(localStorage.getItem(LOCAL_KEY) || "[]");
+ * whose rows the server has not written yet (it writes off the request path). An entry that is not one (another
+ * version's, or edited by hand) is dropped, not left to break the list at each visit. */
+function keptLocally() {
+  let kept;
+  try {
+    kept = JSON.parse(localStorage.getItem(LOCAL_KEY) || "[]");
+  } catch {
+    kept = null;
+  }
+  const entries = Array.isArray(kept) ? kept.filter(isEntry) : [];
+  if (entries.length !== kept?.length) localStorage.setItem(LOCAL_KEY, JSON.stringify(entries));
+  return entries;
+}
 
 export function keepLocally(answer) {
   const kept = keptLocally();
@@ -90,19 +115,28 @@ function notYetListed(listed) {
   return kept.slice(0, firstKnown === -1 ? kept.length : firstKnown);
 }
 
+export const STORAGE_OFF = "This browser does not let this page keep anything (site data is blocked): photos are "
+  + "classified, but history is off.";
+
 export class History {
   constructor(list, status, more, note) {
-    Object.assign(this, { list, status, more, note, logOn: true, next: null, loads: 0 });
+    Object.assign(this, { list, status, more, note, logOn: true, keeps: storageWorks(), next: null, loads: 0 });
     more.addEventListener("click", () => this.load(this.next));
+    this.setLog(true);
   }
 
   setLog(on) {
     this.logOn = on;
-    this.note.textContent = on ? "" : "The prediction log is off on this server: your history is kept in this browser only.";
+    const note = on ? "" : "The prediction log is off on this server: your history is kept in this browser only.";
+    this.note.textContent = this.keeps ? note : STORAGE_OFF;
   }
 
   /** The newest page (`cursor` null) or the next older one; a load started later wins over an earlier one. */
   async load(cursor = null) {
+    if (!this.keeps) {
+      this.status.textContent = "No history in this browser.";
+      return;
+    }
     const turn = ++this.loads;
     this.more.disabled = true;
     this.status.textContent = "Loading…";

@@ -2,33 +2,53 @@
 
 const LONG_EDGE = 1024;
 const SEND_AS_IS_BYTES = 300 * 1024; // a photo this small is sent as it is
+const THUMBNAIL_EDGE = 128;
 const HEIF = /^image\/hei[cf]/i;
 
 export function isHeif(file) {
   return HEIF.test(file.type) || /\.(heic|heif)$/i.test(file.name);
 }
 
-/** What to upload: a JPEG whose long edge is at most 1024 px, or the file itself (HEIC, small, or undecodable). */
+/**
+ * What to upload and keep, from one decode of the photo (a 12 MP one is 48 MB decoded): `blob`, a JPEG whose long
+ * edge is at most 1024 px, or the file itself (HEIC, small, or not one the browser can scale), with its `name`;
+ * and `thumbnail`, a 128 px JPEG for the history, null if the browser cannot decode the file.
+ */
 export async function prepare(file) {
-  if (isHeif(file) || file.size <= SEND_AS_IS_BYTES) return { blob: file, name: file.name };
-  // The browser cannot read it (the server then says what is wrong) or cannot re-encode: sent as it is.
-  const jpeg = await scaledJpeg(file, LONG_EDGE, 0.88);
-  if (!jpeg || jpeg.size >= file.size) return { blob: file, name: file.name };
-  return { blob: jpeg, name: file.name.replace(/\.[^.]*$/, "") + ".jpg" };
+  const canvas = await decoded(file, LONG_EDGE);
+  const thumbnail = canvas && await jpeg(scaled(canvas, THUMBNAIL_EDGE), 0.8);
+  const asIs = { blob: file, name: file.name, thumbnail };
+  if (!canvas || isHeif(file) || file.size <= SEND_AS_IS_BYTES) return asIs;
+  // The browser cannot re-encode, or its JPEG is no smaller: sent as it is (the server then says what is wrong)
+  const upload = await jpeg(canvas, 0.88);
+  if (!upload || upload.size >= file.size) return asIs;
+  return { blob: upload, name: file.name.replace(/\.[^.]*$/, "") + ".jpg", thumbnail };
 }
 
-/** A small JPEG for the history (kept in IndexedDB); null if the browser cannot decode the file. */
-export const thumbnail = (file) => scaledJpeg(file, 128, 0.8);
+/** A canvas whose long edge is at most `edge` px holding `source` (an ImageBitmap or a canvas). */
+function scaled(source, edge) {
+  const scale = Math.min(1, edge / Math.max(source.width, source.height));
+  const canvas = new OffscreenCanvas(Math.max(1, Math.round(source.width * scale)),
+    Math.max(1, Math.round(source.height * scale)));
+  canvas.getContext("2d").drawImage(source, 0, 0, canvas.width, canvas.height);
+  return canvas;
+}
 
-/** The photo as a JPEG whose long edge is at most `edge` px, upright; null if the browser cannot make it. */
-async function scaledJpeg(file, edge, quality) {
+/** The photo, upright, on a canvas whose long edge is at most `edge` px; null if the browser cannot decode it. */
+async function decoded(file, edge) {
+  let bitmap;
   try {
-    const bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
-    const scale = Math.min(1, edge / Math.max(bitmap.width, bitmap.height));
-    const canvas = new OffscreenCanvas(Math.max(1, Math.round(bitmap.width * scale)),
-      Math.max(1, Math.round(bitmap.height * scale)));
-    canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
-    bitmap.close();
+    bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
+    return scaled(bitmap, edge);
+  } catch {
+    return null;
+  } finally {
+    bitmap?.close(); // the full-size pixels go at once, not when the garbage collector gets to them
+  }
+}
+
+async function jpeg(canvas, quality) {
+  try {
     return await canvas.convertToBlob({ type: "image/jpeg", quality });
   } catch {
     return null;

@@ -1,7 +1,7 @@
 // The stats tab: per model version and revision, from GET /stats, as a table and three Chart.js charts.
 
 import * as api from "./api.js";
-import { el, themedChart } from "./results.js";
+import { el } from "./results.js";
 
 const PALETTE = ["#0d6efd", "#fd7e14", "#198754", "#d63384", "#6f42c1", "#20c997", "#ffc107", "#dc3545", "#6c757d"];
 
@@ -63,6 +63,29 @@ export class Stats {
     }
   }
 }
+
+const themeColor = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+
+const colours = () => ({ text: themeColor("--bs-body-color"), grid: themeColor("--bs-border-color") });
+
+/** A chart whose options are made from Bootstrap's colours (`options(colours)`), and made again when the colour
+ * mode changes (theme.js follows the system's light or dark setting). Setting Chart.js's global defaults would
+ * not do: a chart keeps the colours it resolved from them when it was made. */
+function themedChart(canvas, type, data, options) {
+  const chart = new window.Chart(canvas, { type, data, options: options(colours()) });
+  chart.$themedOptions = options;
+  return chart;
+}
+
+new MutationObserver(() => {
+  const now = colours();
+  for (const chart of Object.values(window.Chart.instances)) {
+    if (chart.$themedOptions) {
+      chart.options = chart.$themedOptions(now);
+      chart.update();
+    }
+  }
+}).observe(document.documentElement, { attributes: true, attributeFilter: ["data-bs-theme"] });
 
 /** A bar chart over the versions, made once and updated after; `stacked` for counts that add up. */
 function drawn(chart, canvas, labels, datasets, stacked = false) {

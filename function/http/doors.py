@@ -2,7 +2,8 @@
 
 What a door does, and what it says in the OpenAPI document (its `DOCS`, kept beside the handler and out of its
 logic), is its module's under `routes/`. The first
-group, the doors that decode and run the model (`inference_door`), is what admission control counts."""
+group, the doors that decode and run the model (`inference_door`), is what admission control counts. The API
+documentation under /schema is Litestar's OpenAPI router, its page and files from `routes/docs.py`."""
 
 from __future__ import annotations
 
@@ -62,10 +63,10 @@ def oip_doors() -> list:
         door(GET, "/health/ready", oip.ready, oip.READY_DOCS),
         door(GET, OIP_MODEL, oip.model_metadata, oip.MODEL_DOCS),
         door(GET, [path + "/ready" for path in OIP_MODEL], oip.model_ready, oip.MODEL_READY_DOCS),
-        inference_door(
-            POST, [path + "/infer" for path in OIP_MODEL], oip.infer, oip.INFER_DOCS, status_code=200
-        ),
-    ]
+        # The body's limit depends on the model (oip.body_limit): the handler holds it, not Litestar.
+        inference_door(POST, [path + "/infer" for path in OIP_MODEL], oip.infer, oip.INFER_DOCS, status_code=200,
+                       request_max_body_size=None),
+    ]  # fmt: skip
 
 
 def web_doors() -> list:

@@ -12,9 +12,14 @@ SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
     (b"cross-origin-resource-policy", b"same-origin"),
 ]
-# An HTML answer without a CSP of its own (Litestar's OpenAPI pages under /schema, which load their scripts from
-# a CDN) gets only the framing rule: `default-src 'none'` would blank it.
-HTML_CSP = (b"content-security-policy", b"frame-ancestors 'none'")
+# An HTML answer without a CSP of its own (the API documentation under /schema: Swagger UI, its files served by
+# the function, no inline script) may load scripts, styles and images from the function alone, and fetch only
+# from it ("Try it out"). Swagger UI draws its icons from data: URLs.
+HTML_CSP = (
+    b"content-security-policy",
+    b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    b"base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+)
 
 
 class SecurityHeaders:

@@ -6,12 +6,11 @@ The one input, `image`, is either pixels, UINT8 [N, H, W, 3] at the model's size
 row-major), or encoded images (JPEG, PNG, ...), BYTES [N]. BYTES elements travel in the binary extension (each a
 4-byte little-endian length, then the bytes: what tritonclient sends) or, in JSON, as base64 strings when the
 input's `parameters` (or, for clients that cannot set those, the request's) say `"content_type": "base64"`.
-The outputs are `probabilities`, FP32 [N, C] in the model's class order, and `class_name`, BYTES [N]."""
+A request carries at most MAX_BATCH_FILES images, as pixels or files. The outputs are `probabilities`, FP32
+[N, C] in the model's class order, and `class_name`, BYTES [N]."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -21,11 +20,14 @@ import numpy as np
 
 from function.inference.outcome import Outcome
 from function.model.classifier import ModelCard
+from function.protocols import tensor_data
+from function.protocols.tensor_data import BadTensorData
 
 INPUT = "image"
 OUTPUTS = ("probabilities", "class_name")
 PLATFORM = "onnxruntime_onnx"
 BINARY_EXTENSION = "binary_tensor_data"
+SMALL_JSON_BYTES = 64 * 1024  # the most JSON an input's shape or parameters, or the request's, may take
 
 
 class InvalidRequest(ValueError):
@@ -75,12 +77,15 @@ class InferResponse(msgspec.Struct, omit_defaults=True):
     )
 
 
+# A body may be tens of MB: no part of it may become a Python object per few bytes (a list of numbers is ~12x
+# its JSON). The parts that are small by nature stay raw until their size is checked, the data until the tensor
+# is known, and a second input stops the decoder (a tuple of one).
 class _Input(msgspec.Struct):
     name: str
-    shape: list[int]
+    shape: msgspec.Raw  # list[int]
     datatype: str
-    parameters: dict[str, Any] = {}
-    data: Any = None
+    parameters: msgspec.Raw = msgspec.Raw()  # dict[str, Any]
+    data: msgspec.Raw = msgspec.Raw()  # empty: not sent
 
 
 class _Output(msgspec.Struct):
@@ -89,10 +94,10 @@ class _Output(msgspec.Struct):
 
 
 class _Request(msgspec.Struct):
-    inputs: list[_Input]
+    inputs: tuple[_Input]
     id: str | None = None
-    parameters: dict[str, Any] = {}
-    outputs: list[_Output] = []
+    parameters: msgspec.Raw = msgspec.Raw()  # dict[str, Any]
+    outputs: msgspec.Raw = msgspec.Raw()  # list[_Output]
 
 
 @dataclass(frozen=True)
@@ -118,34 +123,38 @@ def model_metadata(name: str, version: str, card: ModelCard) -> ModelMetadata:
     )
 
 
-def decode_request(body: bytes, json_length: int | None, card: ModelCard, max_encoded: int) -> InferRequest:
+def decode_request(body: bytes, json_length: int | None, card: ModelCard, max_images: int) -> InferRequest:
     """`json_length`: the Inference-Header-Content-Length header, when binary tensor data follows the JSON.
-    `max_encoded`: how many encoded images one request may carry (each is decoded on its own)."""
+    `max_images`: how many images one request may carry (MAX_BATCH_FILES). CPU-bound for a large body: call it
+    on a worker thread (it lets the GIL go while it reads JSON pixels)."""
     if json_length is not None and not 0 < json_length <= len(body):
         raise InvalidRequest(
             f"Inference-Header-Content-Length is {json_length}, but the body has {len(body)} bytes"
         )
     header, binary = (body, b"") if json_length is None else (body[:json_length], body[json_length:])
-    try:
-        request = msgspec.json.decode(header, type=_Request)
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"the body is not an inference request: {exc}") from exc
-    if [tensor.name for tensor in request.inputs] != [INPUT]:
-        names = ", ".join(repr(tensor.name) for tensor in request.inputs) or "none"
-        raise InvalidRequest(f"this model takes one input, '{INPUT}'; the request has {names}")
+    request = _decode(header)
     (tensor,) = request.inputs
-    raw = _binary(tensor, binary)
-    if tensor.datatype == "UINT8":
-        pixels, encoded = _pixels(tensor, raw, card.input_size), None
-    elif tensor.datatype == "BYTES":
-        pixels, encoded = None, _encoded(tensor, raw, request.parameters, max_encoded)
-    else:
-        height, width = card.input_size
-        raise InvalidRequest(
-            f"input '{INPUT}' is UINT8 [N, {height}, {width}, 3] pixels or BYTES [N] encoded images; "
-            f"got {tensor.datatype}"
-        )
-    return InferRequest(request.id, pixels, encoded, _requested(request))
+    if tensor.name != INPUT:
+        raise InvalidRequest(f"this model takes one input, '{INPUT}'; the request has '{tensor.name}'")
+    shape = _small(tensor.shape, list[int], f"input '{INPUT}' shape")
+    parameters = _small(tensor.parameters, dict, f"input '{INPUT}' parameters")
+    defaults = _small(request.parameters, dict, "the request's parameters")
+    raw = _binary(tensor.data, parameters, binary)
+    try:
+        if tensor.datatype == "UINT8":
+            pixels, encoded = _pixels(shape, tensor.data, raw, card.input_size, max_images), None
+        elif tensor.datatype == "BYTES":
+            base64_sent = parameters.get("content_type", defaults.get("content_type")) == "base64"
+            pixels, encoded = None, _encoded(shape, tensor.data, raw, base64_sent, max_images)
+        else:
+            height, width = card.input_size
+            raise InvalidRequest(
+                f"input '{INPUT}' is UINT8 [N, {height}, {width}, 3] pixels or BYTES [N] encoded images; "
+                f"got {tensor.datatype}"
+            )
+    except BadTensorData as exc:
+        raise InvalidRequest(f"input '{INPUT}' {exc}") from exc
+    return InferRequest(request.id, pixels, encoded, _requested(request.outputs, defaults))
 
 
 def encode_response(
@@ -163,7 +172,7 @@ def encode_response(
             probabilities.ravel().tolist(),
             probabilities.tobytes(),
         ),
-        "class_name": ("BYTES", [len(best)], best, _length_prefixed(best)),
+        "class_name": ("BYTES", [len(best)], best, tensor_data.length_prefixed(best)),
     }
     outputs, binary = [], []
     for name, as_binary in request.outputs.items():
@@ -180,15 +189,41 @@ def encode_response(
     return (header + b"".join(binary), len(header)) if binary else (header, None)
 
 
-def _binary(tensor: _Input, binary: bytes) -> bytes | None:
+def _decode(header: bytes) -> _Request:
+    try:
+        return msgspec.json.decode(header, type=_Request)
+    except msgspec.ValidationError as exc:
+        if str(exc).endswith("- at `$.inputs`"):  # the tuple's length
+            raise InvalidRequest(f"this model takes one input, '{INPUT}': send exactly one") from exc
+        raise InvalidRequest(f"the body is not an inference request: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"the body is not an inference request: {exc}") from exc
+
+
+def _small(json: msgspec.Raw, type: Any, what: str) -> Any:
+    """A part of the request that is small by nature; not sent, its type's empty value."""
+    if len(json) > SMALL_JSON_BYTES:
+        raise InvalidRequest(f"{what} take {len(json):,} bytes of JSON, more than {SMALL_JSON_BYTES:,}")
+    try:
+        return msgspec.json.decode(json, type=type) if len(json) else type()
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"{what}: {exc}") from exc
+
+
+def _sent(data: msgspec.Raw) -> bool:
+    """Whether the input has JSON data: a missing field and null have none."""
+    return len(data) > 4 or bytes(data) not in (b"", b"null")
+
+
+def _binary(data: msgspec.Raw, parameters: dict[str, Any], binary: bytes) -> bytes | None:
     """The input's binary data, or None when it is in the JSON."""
-    size = tensor.parameters.get("binary_data_size")
+    size = parameters.get("binary_data_size")
     if size is None:
         if binary:
             raise InvalidRequest(
                 f"{len(binary)} bytes follow the JSON, but no input declares binary_data_size"
             )
-        if tensor.data is None:
+        if not _sent(data):
             raise InvalidRequest(f"input '{INPUT}' has no data (neither 'data' nor binary_data_size)")
         return None
     if not isinstance(size, int) or size != len(binary):
@@ -199,88 +234,51 @@ def _binary(tensor: _Input, binary: bytes) -> bytes | None:
     return binary
 
 
-def _pixels(tensor: _Input, raw: bytes | None, size: tuple[int, int]) -> np.ndarray:
-    shape = tensor.shape
-    if len(shape) != 4 or shape[1:] != [*size, 3] or shape[0] < 1:
+def _pixels(
+    shape: list[int], data: msgspec.Raw, raw: bytes | None, size: tuple[int, int], max_images: int
+) -> np.ndarray:
+    if len(shape) != 4 or shape[1:] != [*size, 3] or not 1 <= shape[0] <= max_images:
         raise InvalidRequest(
-            f"input '{INPUT}' as UINT8 must have shape [N, {size[0]}, {size[1]}, 3]; got {shape}"
+            f"input '{INPUT}' as UINT8 must have shape [N, {size[0]}, {size[1]}, 3], N from 1 to {max_images} "
+            f"(MAX_BATCH_FILES); got {shape}"
         )
-    if raw is not None:
-        values = np.frombuffer(raw, np.uint8)
-    else:
-        try:
-            values = np.asarray(tensor.data).ravel()
-        except ValueError as exc:  # ragged nested lists
-            raise InvalidRequest(f"input '{INPUT}' data is not a regular array: {exc}") from exc
-        if values.dtype.kind not in "iu" or (values.size and not 0 <= values.min() <= values.max() <= 255):
-            raise InvalidRequest(f"input '{INPUT}' data must be integers from 0 to 255 (UINT8)")
-    if values.size != math.prod(shape):
-        raise InvalidRequest(
-            f"input '{INPUT}' has {values.size} values; shape {shape} needs {math.prod(shape)}"
-        )
-    return values.astype(np.uint8, copy=False).reshape(shape)
+    if raw is None:
+        return tensor_data.read_uint8(data, shape)
+    if len(raw) != math.prod(shape):
+        raise InvalidRequest(f"input '{INPUT}' has {len(raw)} values; shape {shape} needs {math.prod(shape)}")
+    return np.frombuffer(raw, np.uint8).reshape(shape)
 
 
-def _encoded(tensor: _Input, raw: bytes | None, request_parameters: dict, max_encoded: int) -> list[bytes]:
-    if len(tensor.shape) != 1 or not 1 <= tensor.shape[0] <= max_encoded:
+def _encoded(
+    shape: list[int], data: msgspec.Raw, raw: bytes | None, base64_sent: bool, max_images: int
+) -> list[bytes]:
+    if len(shape) != 1 or not 1 <= shape[0] <= max_images:
         raise InvalidRequest(
-            f"input '{INPUT}' as BYTES must have shape [N], N from 1 to {max_encoded} (MAX_BATCH_FILES); "
-            f"got {tensor.shape}"
+            f"input '{INPUT}' as BYTES must have shape [N], N from 1 to {max_images} (MAX_BATCH_FILES); "
+            f"got {shape}"
         )
     if raw is not None:
-        elements = _split_length_prefixed(raw)
-    elif tensor.parameters.get("content_type", request_parameters.get("content_type")) == "base64":
-        elements = [_from_base64(index, element) for index, element in enumerate(_strings(tensor.data))]
+        elements = tensor_data.split_length_prefixed(raw)
+    elif base64_sent:
+        elements = tensor_data.base64_strings(data, shape[0])
     else:
         raise InvalidRequest(
             f"input '{INPUT}' as BYTES carries encoded image files: send them with the binary tensor data "
             'extension, or base64-encoded in JSON with "parameters": {"content_type": "base64"}'
         )
-    if len(elements) != tensor.shape[0]:
-        raise InvalidRequest(
-            f"input '{INPUT}' has {len(elements)} elements; its shape says {tensor.shape[0]}"
-        )
+    if len(elements) != shape[0]:
+        raise InvalidRequest(f"input '{INPUT}' has {len(elements)} elements; its shape says {shape[0]}")
     return elements
 
 
-def _strings(data: Any) -> list[str]:
-    if not isinstance(data, list) or not all(isinstance(element, str) for element in data):
-        raise InvalidRequest(f"input '{INPUT}' data must be a flat list of base64 strings")
-    return data
-
-
-def _from_base64(index: int, element: str) -> bytes:
-    try:
-        return base64.b64decode(element, validate=True)
-    except binascii.Error as exc:
-        raise InvalidRequest(f"input '{INPUT}' element {index} is not valid base64: {exc}") from exc
-
-
-def _split_length_prefixed(raw: bytes) -> list[bytes]:
-    elements, at = [], 0
-    while at < len(raw):
-        length = int.from_bytes(raw[at : at + 4], "little")
-        if at + 4 + length > len(raw):
-            raise InvalidRequest(
-                f"input '{INPUT}' element {len(elements)} is cut short: BYTES elements are a 4-byte little-endian "
-                "length followed by that many bytes"
-            )
-        elements.append(raw[at + 4 : at + 4 + length])
-        at += 4 + length
-    return elements
-
-
-def _length_prefixed(strings: list[str]) -> bytes:
-    return b"".join(len(data).to_bytes(4, "little") + data for data in (s.encode() for s in strings))
-
-
-def _requested(request: _Request) -> dict[str, bool]:
+def _requested(outputs_json: msgspec.Raw, defaults: dict[str, Any]) -> dict[str, bool]:
     """Every output, unless the request names some; binary as each asks, else as the request's default."""
-    default = bool(request.parameters.get("binary_data_output", False))
-    if not request.outputs:
+    default = bool(defaults.get("binary_data_output", False))
+    outputs = _small(outputs_json, list[_Output], "the request's outputs")
+    if not outputs:
         return dict.fromkeys(OUTPUTS, default)
     requested = {}
-    for output in request.outputs:
+    for output in outputs:
         if output.name not in OUTPUTS:
             raise InvalidRequest(
                 f"unknown output '{output.name}': this model's outputs are {', '.join(OUTPUTS)}"

@@ -35,19 +35,19 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     /opt/venv/bin/pip install -r /tmp/requirements.txt \
  && /opt/venv/bin/python -m compileall -q -f -j 0 --invalidation-mode unchecked-hash /opt/venv/lib
 # Not editable, the `function` extra only (already satisfied above), and the function package alone: convert/
-# is not copied. pip, setuptools and the console scripts of the other extras have no use at run time.
+# is not copied. The package carries the web UI and the API documentation's Swagger UI, as any wheel built from
+# the checkout does (setup.py copies the files the function serves, by the function's own list of them, from
+# web/: build.sh ran `npm ci` there on the build host, and .dockerignore lets only those files in; no npm in the
+# image). pip, setuptools and the console scripts of the other extras have no use at run time.
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY function ./function
+COPY web ./web
 RUN --mount=type=cache,target=/root/.cache/pip \
     /opt/venv/bin/pip install ".[function]" \
  && /opt/venv/bin/pip uninstall --yes --quiet pip setuptools \
  && rm /opt/venv/bin/fish-convert /opt/venv/bin/fish-demo \
  && /opt/venv/bin/python -m compileall -q -f --invalidation-mode unchecked-hash /opt/venv/lib/python3.11/site-packages/function
-# The web UI: only the files the function serves (its own, Bootstrap's and Chart.js's), copied by the function's
-# own list of them (build.sh ran `npm ci` in web/ on the build host: no npm in the image).
-COPY web ./web
-RUN /opt/venv/bin/python -m function.http.collect_web web /opt/fish-function/web
 
 # One registry version baked in, if asked: the project's own fetch() writes the model cache's layout here, and at
 # run time (MODEL_BAKED_DIR) that version is read from this layer instead of downloaded, and serves when the
@@ -69,7 +69,6 @@ FROM ${BASE}
 COPY --from=builder /stdlib-bytecode/ /
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=model /opt/fish-function/models /opt/fish-function/models
-COPY --from=builder /opt/fish-function/web /opt/fish-function/web
 ARG BAKE_MODEL_URI=""
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -78,7 +77,6 @@ ENV PATH=/opt/venv/bin:$PATH \
     PORT=8080 \
     MODEL_CACHE_DIR=/tmp/fish-function/models \
     MODEL_BAKED_DIR=/opt/fish-function/models \
-    WEB_DIR=/opt/fish-function/web \
     MODEL_URI=${BAKE_MODEL_URI:-models:/fish-classification-mobilenetv2@onnx}
 USER 10001:10001
 WORKDIR /tmp

@@ -198,7 +198,7 @@ def before_commands(work: Path, tracking: str, database_url: str) -> dict:
 def function_command(python: Path, tracking: str, work: Path, database_url: str, alias: str, **more: str):
     env = {"MODEL_URI": f"models:/{MODEL}@{alias}", "MLFLOW_TRACKING_URI": tracking,
            "MODEL_CACHE_DIR": str(work / "cache"), "DATABASE_URL": database_url,
-           "SHUTDOWN_DRAIN_SECONDS": "0", "WEB_DIR": str(work / "web"),  # the UI's files, as the image has them
+           "SHUTDOWN_DRAIN_SECONDS": "0", "WEB_DIR": str(work / "web"),  # collected by collect_web, as for the before one
            **more}  # fmt: skip  # nothing routes to it after the run
     return [str(python), "-m", "function"], env, work  # run outside the checkout: the installed package
 

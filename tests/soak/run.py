@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         photos = make_photos(work)
         prepare_models(tracking, work)
-        python = function_environment(work)
+        python = function_environment(work, ROOT, "function-venv", work / "web")
         with console.status("Starting the function (model cache, then the first 200)…"):
             server = Server.start(
                 function_command(python, tracking, work, postgres.url, "onnx"), photos["640x480"]

@@ -29,7 +29,7 @@ PAGE_DOCS = dict(summary="The web UI", media_type=MediaType.HTML)
 
 
 def page(request: Request, web_files: WebFiles) -> Response:
-    return _answer(request, web_files.asset(INDEX), "no-cache", PAGE_HEADERS)
+    return answer(request, web_files.asset(INDEX), "no-cache", PAGE_HEADERS)
 
 
 def static(request: Request, version: str, name: str, web_files: WebFiles) -> Response:
@@ -38,10 +38,10 @@ def static(request: Request, version: str, name: str, web_files: WebFiles) -> Re
         raise NotFoundException(f"no file {name} in the web UI")
     # Another version (a page from an older revision during a rollout): this one's file, not to be cached.
     cache = IMMUTABLE if version == web_files.version() else "no-cache"
-    return _answer(request, web_files.asset(name), cache, {"X-Content-Type-Options": "nosniff"})
+    return answer(request, web_files.asset(name), cache, {"X-Content-Type-Options": "nosniff"})
 
 
-def _answer(request: Request, asset: Asset, cache_control: str, headers: dict[str, str]) -> Response:
+def answer(request: Request, asset: Asset, cache_control: str, headers: dict[str, str]) -> Response:
     common = {"ETag": asset.etag, "Cache-Control": cache_control, "Vary": "Accept-Encoding", **headers}
     if none_match(request.headers.get("if-none-match", ""), asset.etag):
         return Response(b"", status_code=304, headers=common)
