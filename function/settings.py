@@ -42,6 +42,10 @@ class Settings:
     web_ui: bool = True
     web_dir: Path | None = None  # the UI's files (the image's copy); None: the checkout's web/
     threads: int = 0  # onnxruntime's intra-op threads for a request that runs alone; 0: one a CPU
+    # onnxruntime's intra-op threads busy-wait after each run for the next one: on (its default), a request alone
+    # cost 10.3 ms of CPU against 2.7 ms off, the same p50, and the spin is charged to the pod's CPU quota
+    # (docs/tuning.md). On only where the function has cores to itself and requests come back to back.
+    ort_spinning: bool = False
     # Requests decoded and run at once; 0: one more than the CPUs, since a core would otherwise idle while a
     # worker waits for the GIL. (Why each default here is what it is, measured: docs/tuning.md.)
     workers: int = 0
@@ -101,6 +105,7 @@ class Settings:
             web_ui=switch(env, "WEB_UI", cls.web_ui),
             web_dir=Path(env["WEB_DIR"]) if env.get("WEB_DIR") else None,
             threads=whole(env, "THREADS", cls.threads),
+            ort_spinning=switch(env, "ORT_SPINNING", cls.ort_spinning),
             workers=whole(env, "WORKERS", cls.workers),
             max_concurrent_requests=whole(env, "MAX_CONCURRENT_REQUESTS", cls.max_concurrent_requests),
             shed_delay_s=seconds(env, "SHED_DELAY_SECONDS", cls.shed_delay_s),

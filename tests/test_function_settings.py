@@ -72,6 +72,11 @@ def test_web_ui_is_on_by_default_and_takes_on_off_spellings(value, expected):
     assert Settings.from_env({"WEB_UI": value}).web_ui is expected
 
 
+def test_onnxruntime_spinning_is_off_unless_asked_for():
+    assert Settings.from_env({}).ort_spinning is False
+    assert Settings.from_env({"ORT_SPINNING": "on"}).ort_spinning is True
+
+
 @pytest.mark.parametrize(
     ("name", "value", "says"),
     [

@@ -8,6 +8,7 @@ conversion against that server, as the in-cluster Job would."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -247,6 +248,37 @@ def test_function_image_serves_its_baked_version_when_the_registry_is_down(serve
 
     assert (info["name"], info["version"], info["served_from_cache"]) == (name, version, True)
     assert response.status_code == 200 and response.json()["model_version"] == version
+
+
+@pytest.mark.slow
+def test_function_image_without_what_it_never_imports_still_serves_docs_heic_and_the_page(
+    serve, converted_demo
+):
+    """The image drops packages and folders the function never imports (Litestar's example generator and
+    command line, onnxruntime's model tools, numpy's tests): what might have needed them still answers, and an
+    iPhone photo is read by the image's pillow-heif at the same class as its JPEG."""
+    import pillow_heif
+    from PIL import Image
+
+    _, _, _, samples_dir = converted_demo
+    container = serve()
+    photo = Image.open(a_photo(samples_dir)).convert("RGB")
+    pillow_heif.register_heif_opener()
+    as_heic, as_jpeg = io.BytesIO(), io.BytesIO()
+    photo.save(as_heic, "HEIF", quality=95)
+    photo.save(as_jpeg, "JPEG", quality=95)
+    with httpx.Client(timeout=30) as http:
+        heic = http.post(
+            url(container, "/predict"), files={"file": ("fish.heic", as_heic.getvalue(), "image/heic")}
+        )
+        jpeg = predict(http, container, as_jpeg.getvalue(), "jpeg")
+        document = http.get(url(container, "/schema/openapi.json"))
+        docs, page = http.get(url(container, "/schema/swagger")), http.get(url(container, "/"))
+
+    assert heic.status_code == jpeg.status_code == 200, (heic.text, jpeg.text)
+    assert heic.json()["class"] == jpeg.json()["class"]
+    assert document.status_code == 200 and "/predict" in document.json()["paths"]
+    assert docs.status_code == page.status_code == 200
 
 
 @pytest.mark.slow

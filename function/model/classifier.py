@@ -44,9 +44,9 @@ class Classifier:
     instead of N pools fighting over the same cores (docs/tuning.md). The caller says which case it is in, because
     only it knows about requests that are still decoding."""
 
-    def __init__(self, path: Path, threads: int):
-        self._solo = _session(path, threads)
-        self._shared = _session(path, 1) if threads > 1 else self._solo
+    def __init__(self, path: Path, threads: int, spinning: bool = False):
+        self._solo = _session(path, threads, spinning)
+        self._shared = _session(path, 1, spinning) if threads > 1 else self._solo
         self.card = _read_card(self._solo)
         blank = np.zeros((*self.card.input_size, 3), np.uint8)
         for session in {self._solo, self._shared}:  # first runs allocate: pay for that before readiness
@@ -76,10 +76,12 @@ def highest_first(probabilities: dict[str, float]) -> dict[str, float]:
     return dict(sorted(probabilities.items(), key=lambda pair: pair[1], reverse=True))
 
 
-def _session(path: Path, threads: int) -> ort.InferenceSession:
+def _session(path: Path, threads: int, spinning: bool) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # Off: the pool's threads sleep between runs instead of spinning for the next (function.settings says why)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

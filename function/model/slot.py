@@ -57,7 +57,8 @@ class ModelSlot:
     def _load(self, settings: Settings) -> None:
         try:
             source = fetch(settings.model_uri, Registry.of(settings), settings.cache_dir)
-            classifier = Classifier(source.path, settings.threads)  # runs each session once
+            # runs each session once
+            classifier = Classifier(source.path, settings.threads, settings.ort_spinning)
             if self.warm_up is not None:
                 self.warm_up(classifier.card.input_size)
             self.classifier, self.source = classifier, source

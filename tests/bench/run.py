@@ -2,7 +2,9 @@
 the compute limit, side by side in one run, on the same images and the same load tool (wrk).
 
 Figures: cold start (process start to the first successful /predict, model in the local cache), p50/p99 at
-concurrency 1 for a 640x480 and a 12 MP JPEG, throughput at concurrency 8, peak RSS. For function fp32, the other
+concurrency 1 for a 640x480 and a 12 MP JPEG, throughput at concurrency 8, peak RSS, and the process's CPU per
+640x480 request sent one at a time with 5 ms gaps (the compute limit's: decode and one onnxruntime run on one
+thread with the same gaps, "the work alone"). For function fp32, the other
 doors on the same 640x480 JPEG in the same rounds: a CloudEvent in binary mode and an Open Inference Protocol BYTES
 infer at concurrency 8, and /predict/batch with 8 files at concurrency 1 and 2. A batch is compared by images in
 flight: 8 files at c=1 against /predict at c=8.
@@ -10,6 +12,9 @@ flight: 8 files at c=1 against /predict at c=8.
 With BENCH_BEFORE=<git ref> (a commit with today's layout, 016fdd0 or later), "function fp32, before" is the function
 as that commit has it, in its own venv, in the same interleaved rounds: an issue's before and after in one run, with
 ratios after / before.
+
+"KServe predictor" is KServe's Python model server on the same ONNX file (tests/bench/kserve_server.py, in its
+own venv): started in the same interleaved cold start rounds, for that figure alone.
 
 "function fp32, no UI" is function fp32 with WEB_UI=off (no page routes), started and loaded in the same
 interleaved rounds: its ratios to function fp32 are what serving the web UI costs cold start and /predict.
@@ -20,6 +25,7 @@ Retry-After, other statuses, socket errors and timeouts, admitted requests' late
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
@@ -51,10 +57,14 @@ from tests.postgres import Postgres
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
 MODEL = "bench-mobilenetv2"
+KSERVE_ROW = "KServe predictor"
 console = Console(stderr=True)
 
 
 ROUNDS = 3  # figures are medians over interleaved rounds: this machine's speed drifts by 10-20% in a minute
+# CPU per request: this many /predict calls one at a time, this long apart (a pod's usual load: one user, gaps).
+CPU_REQUESTS, GAP_S = 200, 0.005
+KSERVE = "0.21.0"  # KServe's Python model server, for cold start side by side
 
 
 def main() -> int:
@@ -81,12 +91,20 @@ def main() -> int:
         for name, command in commands.items():
             with console.status(f"First start (fills the model cache): {name}…"):
                 running[name] = Server.start(command, photos["640x480"])
+        onnx_file = fetch(f"models:/{MODEL}@onnx", Registry(tracking), work / "cache").path
+        starting = {**commands, KSERVE_ROW: kserve_command(work, onnx_file)}  # cold start only
+        samples[KSERVE_ROW] = {"cold start s": []}
         for round_ in range(ROUNDS):  # process start to first answer, model cached, the others idle
-            for name, command in commands.items():
+            for name, command in starting.items():
                 with console.status(f"Cold start {round_ + 1}/{ROUNDS}: {name}…"):
-                    running[name].stop()
-                    running[name] = Server.start(command, photos["640x480"])
-                    samples[name]["cold start s"].append(running[name].cold_start)
+                    if name in running:
+                        running[name].stop()
+                    started = Server.start(command, photos["640x480"])
+                    samples[name]["cold start s"].append(started.cold_start)
+                    if name in commands:
+                        running[name] = started
+                    else:
+                        started.stop()
         limits = {
             f"compute limit {precision}": ComputeLimit(
                 fetch(f"models:/{MODEL}@{alias}", Registry(tracking), work / "cache").path
@@ -203,6 +221,23 @@ def function_command(python: Path, tracking: str, work: Path, database_url: str,
     return [str(python), "-m", "function"], env, work  # run outside the checkout: the installed package
 
 
+def kserve_command(work: Path, model: Path):
+    """KServe's predictor (tests/bench/kserve_server.py) on the same ONNX file, in a venv of its own: kserve as
+    PyPI has it, onnxruntime as the function pins it."""
+    venv = work / "kserve-venv"
+    with console.status(f"Installing kserve {KSERVE} into its own venv…"):
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", f"kserve=={KSERVE}",
+                        "onnxruntime==1.32.0", "pillow"], check=True, capture_output=True)  # fmt: skip
+    env = {"MODEL_PATH": str(model)}
+    return [str(venv / "bin" / "python"), str(HERE / "kserve_server.py")], env, work, kserve_request
+
+
+def kserve_request(photo: Path) -> tuple[str, bytes, str]:
+    instances = {"instances": [{"b64": base64.b64encode(photo.read_bytes()).decode()}]}
+    return "/v1/models/fish:predict", json.dumps(instances).encode(), "application/json"
+
+
 def baseline_command(keras_dir: Path):
     env = {
         "KERAS_MODEL_URI": str(keras_dir),
@@ -219,10 +254,11 @@ class Server:
     @classmethod
     def start(cls, command, photo: Path) -> Server:
         """Start, then POST the photo until the first 200: that is the cold start. The poller is http.client
-        on a prebuilt body, so it takes next to no CPU from the process it is timing."""
-        argv, env, cwd = command
+        on a prebuilt body, so it takes next to no CPU from the process it is timing. A command may name its own
+        request (path, body, content type; KServe's), else the photo goes to /predict as an upload."""
+        argv, env, cwd, *request = command
         port = mlflow_server.free_port()
-        body, content_type = multipart(photo)
+        path, body, content_type = request[0](photo) if request else ("/predict", *multipart(photo))
         started = time.monotonic()
         process = subprocess.Popen(argv, env={**os.environ, **env, "PORT": str(port)}, cwd=cwd, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)  # fmt: skip
@@ -231,7 +267,7 @@ class Server:
                 raise RuntimeError(f"{argv} exited with {process.returncode}")
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             try:
-                connection.request("POST", "/predict", body, {"Content-Type": content_type})
+                connection.request("POST", path, body, {"Content-Type": content_type})
                 if connection.getresponse().status == 200:
                     return cls(process, port, time.monotonic() - started)
             except OSError:
@@ -249,7 +285,27 @@ class Server:
         requests, seconds, _, _, errors = wrk(url, photos["640x480"], connections=8, seconds=6)
         figures["req/s c=8"] = requests / seconds
         figures["errors"] = errors
+        figures["CPU ms/req c=1"] = self.cpu_per_request(photos["640x480"])
         return figures
+
+    def cpu_per_request(self, photo: Path) -> float:
+        """The process's CPU (every thread, user and system) per /predict, sent one at a time with GAP_S
+        between them, as a pod with one user at a time sees them."""
+        body, content_type = multipart(photo)
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            before = process_cpu_s(self.process.pid)
+            for _ in range(CPU_REQUESTS):
+                connection.request("POST", "/predict", body, {"Content-Type": content_type})
+                response = connection.getresponse()
+                response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"/predict answered {response.status} while measuring CPU")
+                time.sleep(GAP_S)
+            time.sleep(GAP_S)  # what a request leaves running after its answer (a spinning pool) counts too
+            return (process_cpu_s(self.process.pid) - before) / CPU_REQUESTS * 1000
+        finally:
+            connection.close()
 
     def peak_rss_mb(self) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -261,6 +317,12 @@ class Server:
         if self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=60)
+
+
+def process_cpu_s(pid: int) -> float:
+    """User and system CPU seconds of every thread of `pid` so far (/proc/PID/stat utime + stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def multipart(photo: Path) -> tuple[bytes, str]:
@@ -387,6 +449,13 @@ class ComputeLimit:
             figures[f"p50 {name} ms"] = statistics.median(times) * 1000
             figures[f"p99 {name} ms"] = float(np.percentile(times, 99)) * 1000
         data = photos["640x480"].read_bytes()
+        started = time.process_time()
+        for _ in range(
+            CPU_REQUESTS
+        ):  # "the work alone": decode and one run, one thread busy, with the same gaps
+            self._one(data, alone=False)
+            time.sleep(GAP_S)
+        figures["CPU ms/req c=1"] = (time.process_time() - started) / CPU_REQUESTS * 1000
         count, started = 600, time.perf_counter()
         with ThreadPoolExecutor(self.settings.workers) as pool:
             list(pool.map(lambda _: self._one(data, alone=False), range(count)))
@@ -396,7 +465,7 @@ class ComputeLimit:
 
 def print_table(results: dict[str, dict], doors: Doors) -> None:
     columns = ["cold start s", "p50 640x480 ms", "p99 640x480 ms", "p50 12MP ms", "p99 12MP ms", "req/s c=8",
-               "peak RSS MB", "errors"]  # fmt: skip
+               "CPU ms/req c=1", "peak RSS MB", "errors"]  # fmt: skip
     settings = Settings.from_env({})
     table = Table(
         title=f"task bench: MobileNetV2 α 1.0 224x224, {os.cpu_count()} CPUs, {available_cpus()} usable, "
@@ -420,6 +489,8 @@ def print_table(results: dict[str, dict], doors: Doors) -> None:
     )
     ratios = {
         "cold start, baseline / function (target >= 15)": base["cold start s"] / fp32["cold start s"],
+        "cold start, function / KServe predictor (target <= 0.6)": fp32["cold start s"]
+        / results[KSERVE_ROW]["cold start s"],
         "req/s c=8, function / baseline (target >= 15)": fp32["req/s c=8"] / base["req/s c=8"],
         "req/s c=8, function int8 / baseline": int8["req/s c=8"] / base["req/s c=8"],
         "req/s c=8, compute limit fp32 / baseline (the most fp32 can reach)": limit["req/s c=8"]
@@ -427,6 +498,8 @@ def print_table(results: dict[str, dict], doors: Doors) -> None:
         "req/s c=8, function / compute limit (target >= 0.9)": fp32["req/s c=8"] / limit["req/s c=8"],
         "p50 640x480, function / compute limit (target <= 1.3)": fp32["p50 640x480 ms"]
         / limit["p50 640x480 ms"],
+        "CPU a request at c=1 with gaps, function / the work alone (target <= 2)": fp32["CPU ms/req c=1"]
+        / limit["CPU ms/req c=1"],
         "p50 12MP, baseline / function (target >= 5)": base["p50 12MP ms"] / fp32["p50 12MP ms"],
         "peak RSS, baseline / function (target >= 5)": base["peak RSS MB"] / fp32["peak RSS MB"],
         "req/s c=8, int8 / fp32 (target >= 1.4)": int8["req/s c=8"] / fp32["req/s c=8"],
@@ -444,6 +517,7 @@ def print_table(results: dict[str, dict], doors: Doors) -> None:
             "p50 12MP, function / before": fp32["p50 12MP ms"] / before["p50 12MP ms"],
             "req/s c=8, function / before": fp32["req/s c=8"] / before["req/s c=8"],
             "peak RSS, function / before": fp32["peak RSS MB"] / before["peak RSS MB"],
+            "CPU a request at c=1, function / before": fp32["CPU ms/req c=1"] / before["CPU ms/req c=1"],
         }
     out = Console(width=160)
     out.print(table)
