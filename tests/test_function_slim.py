@@ -65,3 +65,21 @@ def test_function_extra_installs_no_tensorflow_side_package(tmp_path):
     # load its pydantic plugin at start (about 90 ms of every cold start).
     unwanted = names & {"mlflow", "mlflow-skinny", "pydantic"}
     assert not unwanted, unwanted
+
+
+def test_a_start_imports_nothing_only_some_requests_need(tmp_path):
+    """Cold start is mostly imports: what only fetching an image URL (httpx, a cookie jar), a CloudEvent or the
+    log needs is imported on first use. http.cookiejar alone cost a start about 50 ms."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+import function.__main__
+from function.app import create_app
+from function.settings import Settings
+create_app(Settings.from_env({{"MODEL_URI": {str(tmp_path / "m.onnx")!r}}}))
+print("\\n".join(sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    loaded = set(done.stdout.split())
+    assert not loaded & {"http.cookiejar", "httpx", "cloudevents", "psycopg", "psycopg_pool"}

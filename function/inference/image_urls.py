@@ -12,7 +12,6 @@ httpx is imported on the first fetch, not at start: most deployments never fetch
 from __future__ import annotations
 
 import asyncio
-import http.cookiejar
 import re
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urljoin, urlsplit
@@ -159,6 +158,8 @@ class ImageUrls:
         )
 
     def _open(self) -> httpx.AsyncClient:
+        import http.cookiejar  # here, not at start: 50 ms of imports a cold start need not pay
+
         import httpx
 
         # No redirects by httpx itself (each hop is checked here), no proxy from the environment (it would
