@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import numpy as np
@@ -16,14 +17,38 @@ from tests import tiny_onnx
 IMAGES = np.random.default_rng(3).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
 
 
+def _shared_session_built(classifier: Classifier) -> None:
+    deadline = time.monotonic() + 30
+    while not classifier.shares_cores:
+        assert time.monotonic() < deadline, "the shared session was never built"
+        time.sleep(0.01)
+
+
 def test_the_alone_and_shared_sessions_and_a_batch_run_answer_alike(tmp_path):
     classifier = Classifier(tiny_onnx.build(tmp_path / "m.onnx"), threads=2)
+    classifier.classify(IMAGES[0], alone=False)
+    _shared_session_built(classifier)
     batch = classifier.classify_batch(IMAGES)
     for image, in_batch in zip(IMAGES, batch, strict=True):
         alone, shared = classifier.classify(image, alone=True), classifier.classify(image, alone=False)
         assert alone.class_name == shared.class_name == in_batch.class_name
         assert alone.probabilities == pytest.approx(shared.probabilities, abs=1e-6)
         assert alone.probabilities == pytest.approx(in_batch.probabilities, abs=1e-6)
+
+
+def test_the_shared_session_is_built_when_requests_first_overlap_not_at_load(tmp_path):
+    """A cold start's first request is alone: a second session built at load would only slow the start."""
+    path = tiny_onnx.build(tmp_path / "m.onnx")
+    classifier = Classifier(path, threads=2)
+    assert not classifier.shares_cores
+    answered = classifier.classify(IMAGES[0], alone=False)  # answered at once, by the solo session
+    assert answered == classifier.classify(IMAGES[0], alone=True)
+    _shared_session_built(classifier)
+    assert classifier.classify(IMAGES[0], alone=False).class_name == answered.class_name
+
+    one_thread = Classifier(path, threads=1)  # one thread: the solo session is already the shared one
+    one_thread.classify(IMAGES[0], alone=False)
+    assert not one_thread.shares_cores and "shared-session" not in {t.name for t in threading.enumerate()}
 
 
 def _rewritten(path, edit) -> onnx.ModelProto:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +12,8 @@ import numpy as np
 import onnxruntime as ort
 
 INPUT_NAME = "image"
+
+log = logging.getLogger("function")
 
 
 class ModelInvalid(RuntimeError):
@@ -42,19 +46,30 @@ class Classifier:
     A request that is alone gets the `solo` session, whose intra-op pool spans every CPU: lowest latency.
     Requests that overlap get the `shared` session, one thread per run, so N concurrent requests use N cores
     instead of N pools fighting over the same cores (docs/tuning.md). The caller says which case it is in, because
-    only it knows about requests that are still decoding."""
+    only it knows about requests that are still decoding.
+
+    The shared session is built the first time requests overlap, on a thread of its own; until it is ready they
+    run on the solo one. A cold start's first request is alone, so building it up front would only take a core
+    (and the GIL, for a while) from the start, and the memory of a second session from a pod that never sees
+    overlap."""
 
     def __init__(self, path: Path, threads: int, spinning: bool = False):
         self._solo = _session(path, threads, spinning)
-        self._shared = _session(path, 1, spinning) if threads > 1 else self._solo
         self.card = _read_card(self._solo)
-        blank = np.zeros((*self.card.input_size, 3), np.uint8)
-        for session in {self._solo, self._shared}:  # first runs allocate: pay for that before readiness
-            session.run(None, {INPUT_NAME: blank[None]})
+        # the first run allocates: pay for that before readiness
+        self._solo.run(None, {INPUT_NAME: self._blank()})
+        self._shared = self._solo
+        self._shared_to_build = (path, spinning) if threads > 1 else None
+        self._building = threading.Lock()
+
+    @property
+    def shares_cores(self) -> bool:
+        """Whether overlapping requests run on a one-thread session of their own yet."""
+        return self._shared is not self._solo
 
     def classify(self, image: np.ndarray, alone: bool = True) -> Prediction:
         """Probabilities for one RGB uint8 image already at the model's input size."""
-        session = self._solo if alone else self._shared
+        session = self._solo if alone else self._shared_session()
         (probabilities,) = session.run(None, {INPUT_NAME: image[None]})[0]
         return self._rank(probabilities)
 
@@ -62,6 +77,25 @@ class Classifier:
         """One run over [N, H, W, 3]: a batch has the cores to itself, so it takes the session spanning them."""
         (probabilities,) = self._solo.run(None, {INPUT_NAME: images})
         return [self._rank(row) for row in probabilities]
+
+    def _shared_session(self) -> ort.InferenceSession:
+        if self._shared_to_build is not None and self._building.acquire(blocking=False):  # once
+            threading.Thread(target=self._build_shared, name="shared-session", daemon=True).start()
+        return self._shared
+
+    def _build_shared(self) -> None:
+        path, spinning = self._shared_to_build
+        try:
+            shared = _session(path, 1, spinning)
+            shared.run(None, {INPUT_NAME: self._blank()})
+            self._shared = shared
+        except Exception:  # noqa: BLE001 - the solo session still answers; say why it stays the only one
+            log.exception("the one-thread session for overlapping requests could not be built")
+        finally:
+            self._shared_to_build = None
+
+    def _blank(self) -> np.ndarray:
+        return np.zeros((1, *self.card.input_size, 3), np.uint8)
 
     def _rank(self, probabilities: np.ndarray) -> Prediction:
         order = np.argsort(probabilities)[::-1]
