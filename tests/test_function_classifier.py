@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnx
@@ -17,17 +17,8 @@ from tests import tiny_onnx
 IMAGES = np.random.default_rng(3).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
 
 
-def _shared_session_built(classifier: Classifier) -> None:
-    deadline = time.monotonic() + 30
-    while not classifier.shares_cores:
-        assert time.monotonic() < deadline, "the shared session was never built"
-        time.sleep(0.01)
-
-
 def test_the_alone_and_shared_sessions_and_a_batch_run_answer_alike(tmp_path):
     classifier = Classifier(tiny_onnx.build(tmp_path / "m.onnx"), threads=2)
-    classifier.classify(IMAGES[0], alone=False)
-    _shared_session_built(classifier)
     batch = classifier.classify_batch(IMAGES)
     for image, in_batch in zip(IMAGES, batch, strict=True):
         alone, shared = classifier.classify(image, alone=True), classifier.classify(image, alone=False)
@@ -37,18 +28,33 @@ def test_the_alone_and_shared_sessions_and_a_batch_run_answer_alike(tmp_path):
 
 
 def test_the_shared_session_is_built_when_requests_first_overlap_not_at_load(tmp_path):
-    """A cold start's first request is alone: a second session built at load would only slow the start."""
+    """A cold start's first request is alone: a second session built at load would only slow the start. The
+    first overlapping request builds it, and the ones that overlap it wait for it rather than pile onto the solo
+    session (whose arena would keep the memory of several runs at once)."""
     path = tiny_onnx.build(tmp_path / "m.onnx")
     classifier = Classifier(path, threads=2)
-    assert not classifier.shares_cores
-    answered = classifier.classify(IMAGES[0], alone=False)  # answered at once, by the solo session
-    assert answered == classifier.classify(IMAGES[0], alone=True)
-    _shared_session_built(classifier)
-    assert classifier.classify(IMAGES[0], alone=False).class_name == answered.class_name
+    solo_runs = []
+
+    class Watched:
+        def __init__(self, session):
+            self.session = session
+
+        def run(self, *args):
+            solo_runs.append(args)
+            return self.session.run(*args)
+
+    classifier._solo = classifier._shared = Watched(classifier._solo)
+    alone = classifier.classify(IMAGES[0], alone=True)
+    assert not classifier.shares_cores and len(solo_runs) == 1
+    with ThreadPoolExecutor(4) as pool:
+        overlapping = list(pool.map(lambda image: classifier.classify(image, alone=False), [IMAGES[0]] * 4))
+    assert classifier.shares_cores
+    assert len(solo_runs) == 1  # none of the overlapping ones ran on the solo session
+    assert {each.class_name for each in overlapping} == {alone.class_name}
 
     one_thread = Classifier(path, threads=1)  # one thread: the solo session is already the shared one
     one_thread.classify(IMAGES[0], alone=False)
-    assert not one_thread.shares_cores and "shared-session" not in {t.name for t in threading.enumerate()}
+    assert not one_thread.shares_cores
 
 
 def _rewritten(path, edit) -> onnx.ModelProto:

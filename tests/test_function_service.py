@@ -124,3 +124,12 @@ def test_a_request_alone_gets_the_wide_session_and_overlapping_ones_the_shared(t
     finally:
         service.stop()
     assert seen[0] is True and sorted(seen[1:]) == [False, False, False, True]
+
+
+def test_the_loader_builds_the_shared_session_once_the_model_serves(tmp_path):
+    """On the loader's thread (one malloc arena for both sessions), after the solo session is ready."""
+    path = tiny_onnx.build(tmp_path / "tiny.onnx")
+    slot = ModelSlot().start(Settings(model_uri=str(path), threads=2))
+    assert slot.loaded.wait(60)
+    classifier, _ = slot.get()
+    assert classifier.shares_cores

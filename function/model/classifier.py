@@ -48,10 +48,11 @@ class Classifier:
     instead of N pools fighting over the same cores (docs/tuning.md). The caller says which case it is in, because
     only it knows about requests that are still decoding.
 
-    The shared session is built the first time requests overlap, on a thread of its own; until it is ready they
-    run on the solo one. A cold start's first request is alone, so building it up front would only take a core
-    (and the GIL, for a while) from the start, and the memory of a second session from a pod that never sees
-    overlap."""
+    The shared session is built after the solo one serves (`share_cores`, which the loader calls), or by the
+    first request that overlaps another if that comes first; overlapping requests wait for it meanwhile (once,
+    ~25 ms). A cold start's first request is alone, so building both up front only took a core from the start
+    (16 ms of it: docs/tuning.md). Overlapping requests never run on the solo session: its arena would grow to
+    hold several runs at once and keep that memory (docs/tuning.md has the figures)."""
 
     def __init__(self, path: Path, threads: int, spinning: bool = False):
         self._solo = _session(path, threads, spinning)
@@ -78,9 +79,17 @@ class Classifier:
         (probabilities,) = self._solo.run(None, {INPUT_NAME: images})
         return [self._rank(row) for row in probabilities]
 
+    def share_cores(self) -> None:
+        """Build the one-thread session for overlapping requests, once; a caller that finds it being built waits
+        for it. The loader calls this once the model serves, on its own thread: glibc then keeps both sessions
+        in the loader's malloc arena, where built on another thread the second one cost 15-20 MB more peak RSS."""
+        with self._building:
+            if self._shared_to_build is not None:
+                self._build_shared()
+
     def _shared_session(self) -> ort.InferenceSession:
-        if self._shared_to_build is not None and self._building.acquire(blocking=False):  # once
-            threading.Thread(target=self._build_shared, name="shared-session", daemon=True).start()
+        if self._shared_to_build is not None:
+            self.share_cores()
         return self._shared
 
     def _build_shared(self) -> None:

@@ -66,6 +66,7 @@ class ModelSlot:
             metrics.MODEL_INFO.labels(source.name, source.version, card.precision, card.source_version).set(1)
             cached = " (registry unreachable: from cache)" if source.from_cache else ""
             log.info("serving %s version %s%s", source.name, source.version, cached)
+            classifier.share_cores()  # after it serves: a cold start's first request is alone
         except (ModelUnavailable, ModelInvalid) as exc:
             self.error = str(exc)
             log.error("no model: %s", exc)
