@@ -98,7 +98,7 @@ def parse_args(argv: list[str] | None) -> tuple[Options, bool]:
     p.add_argument(
         "--tolerance",
         type=float,
-        help="parity: max |Δprobability| (default: 1e-3 for a float32 model, 5e-2 for mixed_float16, 1e-1 for "
+        help="parity: max |Δprobability| (default: 1e-3 for a float32 model, 1e-1 for mixed_float16 or "
         "bfloat16)",
     )
     p.add_argument(

@@ -12,11 +12,13 @@ from pathlib import Path
 from convert.errors import InvalidInput
 
 # Parity tolerance (max |Δprobability|) by the dtype the model computes in, wide enough for the rounding of a
-# correct conversion and narrow enough for a wrong op (top-1 must also agree on every image). float32: ResNet50
-# with real BatchNorm statistics on caffe-mode input differs by 1.03e-4 between TensorFlow and onnxruntime, and
-# tf2onnx's approximation of area resizing by 6.1e-3. float16 keeps ~3 significant digits: a MobileNetV2 under
-# mixed_float16 differs by 0.029.
-TOLERANCE_BY_COMPUTE_DTYPE = {"float32": 1e-3, "float16": 5e-2, "bfloat16": 1e-1}
+# correct conversion and narrow enough for a wrong op (top-1 must also agree wherever the reference's top two are
+# further apart than the tolerance; see parity.py). float32: ResNet50 with real BatchNorm statistics on caffe-mode
+# input differs by 1.03e-4 between TensorFlow and onnxruntime, and tf2onnx's approximation of area resizing by
+# 6.1e-3. float16 keeps ~3 significant digits and each runtime rounds in its own places: a MobileNetV2 under
+# mixed_float16 differs by 0.029 on an Intel AVX-512 CPU and by 0.052 on an AMD AVX2 one, where Keras's own
+# float16 answer differs from the same weights computed in float32 by 0.064 (onnxruntime's by 0.041), so 0.1.
+TOLERANCE_BY_COMPUTE_DTYPE = {"float32": 1e-3, "float16": 1e-1, "bfloat16": 1e-1}
 PRECISION_BY_COMPUTE_DTYPE = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 
 

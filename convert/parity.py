@@ -19,11 +19,15 @@ class ParityReport:
     max_abs_diff: float
     top1_agreement: float  # fraction of images whose top-1 class is the same in both
     top1_mismatches: int
+    # Mismatches on images whose reference top two classes are within the tolerance of each other: at the
+    # precision the reference computes in, their order is rounding (a float16 model's own float32 twin swaps
+    # such pairs too), so they are reported but do not fail the gate.
+    top1_near_ties: int
     tolerance: float
 
     @property
     def passed(self) -> bool:
-        return self.max_abs_diff <= self.tolerance and self.top1_mismatches == 0
+        return self.max_abs_diff <= self.tolerance and self.top1_mismatches == self.top1_near_ties
 
     def as_dict(self) -> dict:
         return asdict(self) | {"passed": self.passed}
@@ -51,11 +55,14 @@ def onnx_probabilities(session: ort.InferenceSession, images: np.ndarray) -> np.
 
 def compare(reference: np.ndarray, candidate: np.ndarray, tolerance: float) -> ParityReport:
     agree = reference.argmax(axis=1) == candidate.argmax(axis=1)
+    top_two = np.sort(reference, axis=1)[:, -2:] if reference.shape[1] > 1 else np.zeros((len(reference), 2))
+    near_tie = top_two[:, 1] - top_two[:, 0] < tolerance
     return ParityReport(
         images=len(reference),
         max_abs_diff=float(np.abs(reference - candidate).max()),
         top1_agreement=float(agree.mean()),
         top1_mismatches=int((~agree).sum()),
+        top1_near_ties=int((~agree & near_tie).sum()),
         tolerance=tolerance,
     )
 

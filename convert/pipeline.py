@@ -101,7 +101,8 @@ class _Job:
         if not report.passed:
             raise CheckFailed(
                 f"parity check failed: max |difference| {report.max_abs_diff:.3g} (tolerance "
-                f"{report.tolerance:g}), top-1 mismatches {report.top1_mismatches} of {report.images} images; "
+                f"{report.tolerance:g}), top-1 mismatches {report.top1_mismatches - report.top1_near_ties} of {report.images} images "
+                f"(besides {report.top1_near_ties} near ties); "
                 "nothing was registered",
                 figures,
             )

@@ -270,8 +270,8 @@ def test_mixed_float16_model_converts_within_a_float16_tolerance(tracking_uri, m
 
     assert code == 0, err
     (result,) = doc["results"]
-    assert result["precision"] == "fp16" and result["figures"]["parity_tolerance"] == 5e-2
-    assert "tolerance 0.05, float16" in err  # the derived tolerance is printed
+    assert result["precision"] == "fp16" and result["figures"]["parity_tolerance"] == 1e-1
+    assert "tolerance 0.1, float16" in err  # the derived tolerance is printed
     from mlflow import MlflowClient
 
     version = MlflowClient(tracking_uri).get_model_version_by_alias(model_name, "onnx")
@@ -284,7 +284,12 @@ def test_mixed_float16_model_converts_within_a_float16_tolerance(tracking_uri, m
     table.append(_row("MobileNetV2 under mixed_float16", doc, served, want, seconds))
     code, doc, _, _ = convert(tracking_uri, "--model", model_name, "--quantize", "int8")
     assert code == 2 and "float16" in doc["error"]
-    assert np.abs(served - want).max() <= 5e-2 and (served.argmax(1) == want.argmax(1)).all()
+    assert np.abs(served - want).max() <= 1e-1
+    top_two = np.sort(want, axis=1)[:, -2:]
+    decided = (
+        top_two[:, 1] - top_two[:, 0] >= 1e-1
+    )  # the parity gate's rule: near ties are float16's rounding
+    assert (served.argmax(1) == want.argmax(1))[decided].all() and decided.any()
 
 
 def test_any_size_model_is_served_at_the_size_given(tracking_uri, model_name, table, tmp_path):

@@ -50,8 +50,21 @@ def test_parity_report_fails_on_difference_or_top1_mismatch():
     ref = np.array([[0.6, 0.4], [0.2, 0.8]], dtype=np.float32)
     assert parity.compare(ref, ref + 1e-6, 1e-4).passed
     assert not parity.compare(ref, ref + 1e-3, 1e-4).passed
-    flipped = parity.compare(ref, np.array([[0.49995, 0.50005], [0.2, 0.8]]), 1.0)
-    assert not flipped.passed and flipped.top1_mismatches == 1
+    flipped = parity.compare(ref, np.array([[0.45, 0.55], [0.2, 0.8]]), 0.16)  # within 0.16, top-1 swapped
+    assert not flipped.passed and flipped.top1_mismatches == 1 and flipped.top1_near_ties == 0
+
+
+def test_parity_forgives_a_swapped_near_tie_only():
+    """Where the reference's own top two are closer than the tolerance, their order is the reference's rounding
+    (a mixed_float16 MobileNetV2 and its float32 twin swap such pairs): reported, not failed. A swap of a clear
+    winner, or a near tie beyond the tolerance, still fails."""
+    ref = np.array([[0.51, 0.49], [0.2, 0.8]], dtype=np.float32)
+    swapped_tie = parity.compare(ref, np.array([[0.49, 0.51], [0.2, 0.8]]), 0.05)
+    assert swapped_tie.passed and swapped_tie.top1_mismatches == swapped_tie.top1_near_ties == 1
+    assert not parity.compare(ref, np.array([[0.49, 0.51], [0.2, 0.8]]), 0.01).passed
+    assert not parity.compare(
+        ref, np.array([[0.51, 0.49], [0.51, 0.49]]), 0.05
+    ).passed  # clear winner swapped
 
 
 def test_sample_loading_fixes_orientation_and_mode(tmp_path):
