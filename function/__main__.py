@@ -5,6 +5,10 @@ while onnxruntime builds its sessions."""
 
 from __future__ import annotations
 
+from function import lazy_imports
+
+lazy_imports.install()  # before the web stack is imported: see the module for what is deferred and why
+
 import logging
 import os
 import sys

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from function import lazy_imports
 from tests import tiny_onnx
 
 FORBIDDEN = ("tensorflow", "keras", "tf2onnx", "convert", "tf_keras")
@@ -31,6 +32,7 @@ def test_serving_a_prediction_loads_no_tensorflow_module(tmp_path):
     script = f"""
 import io, sys, time
 sys.path.insert(0, {str(ROOT)!r})
+from function import lazy_imports
 from tests import tiny_onnx
 from litestar.testing import TestClient
 from PIL import Image
@@ -115,7 +117,7 @@ async def main():
         await task
         status = sent[0]["status"]
     assert status == 200, sent
-    print("\\n".join(sys.modules))
+    print("\\n".join(name for name, module in sys.modules.items() if type(module).__name__ != "_LazyModule"))
 
 asyncio.run(main())
 """
@@ -125,3 +127,25 @@ asyncio.run(main())
     assert "function.model.classifier" in loaded  # the prediction was made here
     first_use_only = {"http.cookiejar", "httpx", "cloudevents", "psycopg", "psycopg_pool"}
     assert not loaded & (first_use_only | {"anyio._backends._asyncio"})
+    assert not loaded & set(lazy_imports.DEFERRED)  # imported by Litestar at start, loaded only when used
+
+
+def test_a_deferred_module_loads_when_it_is_used(tmp_path):
+    """The function's OpenAPI document as YAML still renders: yaml, deferred at start, loads on first use."""
+    model = tiny_onnx.build(tmp_path / "m.onnx")
+    script = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+import function.__main__
+from litestar.testing import TestClient
+from function.app import create_app
+from function.settings import Settings
+
+assert type(sys.modules["yaml"]).__name__ == "_LazyModule"
+with TestClient(create_app(Settings.from_env({{"MODEL_URI": {str(model)!r}, "WEB_UI": "off"}}))) as client:
+    answer = client.get("/schema/openapi.yaml")
+    assert answer.status_code == 200 and "/predict:" in answer.text, answer.text[:300]
+assert type(sys.modules["yaml"]).__name__ == "module"
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
