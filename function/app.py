@@ -22,6 +22,7 @@ from function.http.web_files import WebFiles
 from function.inference import images
 from function.inference.image_urls import ImageUrls
 from function.inference.service import PredictionService
+from function.inference.shadow import Shadow
 from function.lifecycle import Shutdown
 from function.model.slot import ModelSlot
 from function.prediction_log import NullLog, PostgresLog, PredictionLog
@@ -51,14 +52,17 @@ def create_app(
     image_urls: ImageUrls | None = None,
 ) -> Litestar:
     """`slot`: a model already loading (the server starts it before importing this module); by default the
-        model starts loading when the app starts. `shutdown`: the server's, which marks SIGTERM. `image_urls`: the
-    server's, checked with the other settings."""
+    model starts loading when the app starts. The shadow model (SHADOW_MODEL_URI) starts loading once the served
+    one is loaded, so it never slows a cold start. `shutdown`: the server's, which marks SIGTERM. `image_urls`:
+    the server's, checked with the other settings."""
     if prediction_log is None:
         prediction_log = PostgresLog(settings.database_url) if settings.database_url else NullLog()
     shutdown = shutdown or Shutdown(settings.shutdown_grace_s, settings.shutdown_drain_s)
     preloading = slot is not None
     slot = slot or ModelSlot(warm_up=images.warm_up)
-    service = PredictionService(settings, slot, prediction_log)
+    shadow_slot = ModelSlot(role="shadow") if settings.shadow_model_uri else None
+    shadow = Shadow(settings, shadow_slot, prediction_log) if shadow_slot else None
+    service = PredictionService(settings, slot, prediction_log, shadow)
     image_urls = image_urls or ImageUrls.of(settings)
     web_files = WebFiles(settings.web_dir)
 
@@ -66,6 +70,13 @@ def create_app(
         service.start()
         if not preloading:
             slot.start(settings)
+        if shadow is not None:
+            shadow.start()
+            shadow_slot.start(settings, after=slot.loaded)
+
+    async def stop_shadow() -> None:
+        if shadow is not None:
+            await shadow.stop()  # its last rows reach the log's queue before the log is flushed
 
     async def flush_log() -> None:
         await prediction_log.stop(shutdown.log_flush_timeout_s())
@@ -78,6 +89,7 @@ def create_app(
         dependencies={
             "service": provide(service),
             "slot": provide(slot),
+            "shadow_slot": provide(shadow_slot),
             "settings": provide(settings),
             "shutdown": provide(shutdown),
             "image_urls": provide(image_urls),
@@ -88,7 +100,7 @@ def create_app(
         event_emitter_backend=NoEvents,
         openapi_config=docs.openapi_config(web_files),  # Swagger UI from the function's own files
         on_startup=[start, prediction_log.start],
-        on_shutdown=[flush_log, service.stop, image_urls.close],
+        on_shutdown=[stop_shadow, flush_log, service.stop, image_urls.close],
         request_max_body_size=settings.max_upload_bytes + BODY_SLACK_BYTES,
     )
     # Outermost, inside Litestar's own entry point: a refused request costs one route lookup and no body read.

@@ -13,6 +13,20 @@ PREDICTION_LATENCY = Histogram(
 MODEL_INFO = Gauge(
     "model_info", "The model being served (value 1)", ["name", "version", "precision", "source_version"]
 )
+SHADOW_MODEL_INFO = Gauge(
+    "shadow_model_info",
+    "The shadow model (SHADOW_MODEL_URI), answering no one (value 1)",
+    ["name", "version", "precision", "source_version"],
+)
+SHADOW_PREDICTIONS = Counter(
+    "shadow_predictions_total", "Predictions the shadow model made beside the served one"
+)
+SHADOW_SKIPPED = Counter(
+    "shadow_skipped_total",
+    "Predictions the shadow model did not see: sampled out, busy (one running, one waiting), load (every worker "
+    "busy), size (a tensor at the served model's size only), error, no_model (not loaded)",
+    ["reason"],
+)
 REJECTED_IMAGES = Counter("rejected_images_total", "Uploads refused as not classifiable", ["reason"])
 EVENTS = Counter("cloudevents_received_total", "CloudEvents received, by content mode", ["mode"])
 SHED_REQUESTS = Counter(

@@ -22,6 +22,10 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 8080
     model_uri: str = DEFAULT_MODEL_URI
+    # A second model that sees the same images off the answer path, its answers logged beside the served ones
+    # (function.inference.shadow): a candidate version judged on real traffic before anyone is served by it.
+    shadow_model_uri: str | None = None
+    shadow_sample: float = 1.0  # the share of predictions the shadow sees (0-1); skipped anyway under load
     tracking_uri: str | None = None
     # MLflow's own credential variables: a bearer token, or a user and password
     tracking_token: str | None = field(default=None, repr=False)
@@ -85,6 +89,8 @@ class Settings:
             host=env.get("HOST", cls.host),
             port=whole(env, "PORT", cls.port),
             model_uri=env.get("MODEL_URI", cls.model_uri),
+            shadow_model_uri=env.get("SHADOW_MODEL_URI") or None,
+            shadow_sample=fraction(env, "SHADOW_SAMPLE", cls.shadow_sample),
             tracking_uri=env.get("MLFLOW_TRACKING_URI"),
             tracking_token=env.get("MLFLOW_TRACKING_TOKEN"),
             tracking_username=env.get("MLFLOW_TRACKING_USERNAME"),
@@ -147,6 +153,20 @@ def seconds(env: Mapping[str, str], name: str, default: float) -> float:
         number = math.nan
     if not (math.isfinite(number) and number >= 0):
         raise BadSetting(f"{name} must be a number of seconds, 0 or more, not {env[name]!r}")
+    return number
+
+
+def fraction(env: Mapping[str, str], name: str, default: float) -> float:
+    """A share, from 0 to 1; unset or empty, the default."""
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not 0 <= number <= 1:  # NaN fails too
+        raise BadSetting(f"{name} must be a share from 0 to 1 (0.1 is one in ten), not {env[name]!r}")
     return number
 
 

@@ -16,6 +16,7 @@ LAYERS = {
     "function.settings": 0,
     "function.lifecycle": 0,
     "function.metrics": 0,
+    "function.lazy_imports": 0,
     "function.model": 1,
     "function.prediction_log": 1,  # beside the model: neither imports the other
     "function.inference": 2,

@@ -33,7 +33,7 @@ from function.prediction_log import (
     VersionStats,
     schema,
 )
-from function.prediction_log.writer import INSERT
+from function.prediction_log.schema import PREDICTIONS
 from function.settings import Settings
 from tests import tiny_onnx
 from tests.postgres import fresh_database
@@ -273,7 +273,7 @@ def test_a_batch_retried_after_its_commit_is_written_once(database, caplog):
         await opened(log)  # migrated
         with psycopg.connect(database) as conn:  # what the first attempt committed
             for row in earlier:
-                conn.execute(INSERT, row.values())
+                conn.execute(PREDICTIONS.insert_sql, row.values())
         written_before = metric("prediction_log_rows_written_total")
         rejected_before = metric("prediction_log_rows_rejected_total")
         for row in [*earlier, fresh]:
@@ -317,7 +317,7 @@ def test_a_refused_row_is_set_aside_and_the_others_are_written(database, caplog,
         with psycopg.connect(database) as conn:
             conn.execute(constraint)
             if refusal == "unique":
-                conn.execute(INSERT, make_row(request_id="poison").values())
+                conn.execute(PREDICTIONS.insert_sql, make_row(request_id="poison").values())
         written_before = metric("prediction_log_rows_written_total")
         rejected_before = metric("prediction_log_rows_rejected_total")
         for row in batch:

@@ -28,6 +28,7 @@ from function.inference.outcome import (
     RequestContext,
     top_classes,
 )
+from function.inference.shadow import Shadow
 from function.model.classifier import Classifier, Prediction
 from function.model.slot import ModelSlot
 from function.model.source import ModelSource
@@ -45,8 +46,8 @@ class PredictionService:
     anyio's cancel-scope machinery, and the loop is the bottleneck under load. One pool per lifespan, since a
     shut-down pool takes no more work."""
 
-    def __init__(self, settings: Settings, slot: ModelSlot, log: PredictionLog):
-        self._settings, self._slot, self._log = settings, slot, log
+    def __init__(self, settings: Settings, slot: ModelSlot, log: PredictionLog, shadow: Shadow | None = None):
+        self._settings, self._slot, self._log, self._shadow = settings, slot, log, shadow
         self._executor: ThreadPoolExecutor | None = None
         self._in_flight = 0  # only the event loop touches it
         # Ids this instance answered lately: feedback on one is taken even while its row is still queued, or
@@ -91,6 +92,7 @@ class PredictionService:
         if logged.id != row.id:
             metrics.EVENT_DUPLICATES.inc()
             return Outcome.of(logged, context.top_k, replayed=True)
+        self._offer_shadow(row, done)
         return Outcome.of(row, context.top_k)
 
     async def predict_pixels(self, pixels: np.ndarray, context: RequestContext) -> list[Outcome]:
@@ -162,8 +164,9 @@ class PredictionService:
 
     def _classify(self, classifier: Classifier, data: bytes, alone: bool) -> _Classified:
         started = time.perf_counter()
-        prediction = classifier.classify(self._decode(classifier, data), alone)
-        return _Classified.observed(prediction, time.perf_counter() - started, data)
+        pixels = self._decode(classifier, data)
+        prediction = classifier.classify(pixels, alone)
+        return _Classified.observed(prediction, time.perf_counter() - started, data, pixels, data)
 
     def _classify_item(self, classifier: Classifier, data: bytes, alone: bool) -> _Classified | Exception:
         """A batch's item: a rejected image is its answer, not the batch's failure."""
@@ -177,7 +180,7 @@ class PredictionService:
         predictions = classifier.classify_batch(pixels)
         seconds = (time.perf_counter() - started) / len(pixels)
         return [
-            _Classified.observed(prediction, seconds, image.tobytes())
+            _Classified.observed(prediction, seconds, image.tobytes(), image, None)
             for prediction, image in zip(predictions, pixels, strict=True)
         ]
 
@@ -198,8 +201,15 @@ class PredictionService:
         row = self._row(done, source, context)
         self._log.record(row)
         self._remember(row)
+        self._offer_shadow(row, done)
         return Outcome(row.id, done.prediction, top_classes(done.prediction, context.top_k), done.seconds, source.name,
                        source.version, row.revision, row.created_at)  # fmt: skip
+
+    def _offer_shadow(self, row: Row, done: _Classified) -> None:
+        if self._shadow is not None:
+            self._shadow.offer(
+                row, done.pixels, done.encoded, loaded=self._in_flight >= self._settings.workers
+            )
 
     def _row(self, done: _Classified, source: ModelSource, context: RequestContext) -> Row:
         prediction = done.prediction
@@ -229,13 +239,16 @@ class _Classified:
     prediction: Prediction
     seconds: float
     image_sha256: str
+    pixels: np.ndarray  # what the model classified, for the shadow model (function.inference.shadow)
+    encoded: bytes | None  # the upload it was decoded from (None: a tensor), for a shadow of another size
 
     @classmethod
-    def observed(cls, prediction: Prediction, seconds: float, data: bytes) -> _Classified:
+    def observed(cls, prediction: Prediction, seconds: float, data: bytes, pixels: np.ndarray,
+                 encoded: bytes | None) -> _Classified:  # fmt: skip
         metrics.PREDICTION_LATENCY.observe(seconds)
         bucket = metrics.confidence_bucket(prediction.confidence)
         metrics.PREDICTIONS.labels(prediction.class_name, bucket).inc()
-        return cls(prediction, seconds, hashlib.sha256(data).hexdigest())
+        return cls(prediction, seconds, hashlib.sha256(data).hexdigest(), pixels, encoded)
 
 
 def _check_top_k(top_k: int | None, classifier: Classifier) -> None:

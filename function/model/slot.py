@@ -42,9 +42,14 @@ class ModelSlot:
     # Run with the model's input size once it is loaded, before it serves: the decoder's first-use costs
     # (`function.inference.images.warm_up`), which would otherwise land on the first request after a cold start.
     warm_up: Callable[[tuple[int, int]], object] | None = None
+    # "served", or "shadow": a second model that answers no one (SHADOW_MODEL_URI), on one thread of its own
+    role: str = "served"
 
-    def start(self, settings: Settings) -> ModelSlot:
-        threading.Thread(target=self._load, args=(settings,), name="model-loader", daemon=True).start()
+    def start(self, settings: Settings, after: threading.Event | None = None) -> ModelSlot:
+        """Load in the background; `after`: once that is set (the shadow waits for the served model's load)."""
+        threading.Thread(
+            target=self._load, args=(settings, after), name=f"{self.role}-model-loader", daemon=True
+        ).start()
         return self
 
     def get(self) -> tuple[Classifier, ModelSource]:
@@ -54,22 +59,28 @@ class ModelSlot:
             raise ModelNotReady("the model is still loading", RETRY_AFTER_LOADING_S)
         return self.classifier, self.source
 
-    def _load(self, settings: Settings) -> None:
+    def _load(self, settings: Settings, after: threading.Event | None) -> None:
+        shadow = self.role == "shadow"
+        if after is not None:
+            after.wait()
         try:
-            source = fetch(settings.model_uri, Registry.of(settings), settings.cache_dir)
-            # runs each session once
-            classifier = Classifier(source.path, settings.threads, settings.ort_spinning)
+            uri = settings.shadow_model_uri if shadow else settings.model_uri
+            source = fetch(uri, Registry.of(settings), settings.cache_dir)
+            # runs each session once; the shadow runs on one thread beside the served model, so one session
+            classifier = Classifier(source.path, 1 if shadow else settings.threads, settings.ort_spinning)
             if self.warm_up is not None:
                 self.warm_up(classifier.card.input_size)
             self.classifier, self.source = classifier, source
             card = self.classifier.card
-            metrics.MODEL_INFO.labels(source.name, source.version, card.precision, card.source_version).set(1)
+            gauge = metrics.SHADOW_MODEL_INFO if shadow else metrics.MODEL_INFO
+            gauge.labels(source.name, source.version, card.precision, card.source_version).set(1)
             cached = " (registry unreachable: from cache)" if source.from_cache else ""
-            log.info("serving %s version %s%s", source.name, source.version, cached)
+            log.info("%s %s version %s%s", "shadowing with" if shadow else "serving", source.name, source.version,
+                     cached)  # fmt: skip
             classifier.share_cores()  # after it serves: a cold start's first request is alone
         except (ModelUnavailable, ModelInvalid) as exc:
             self.error = str(exc)
-            log.error("no model: %s", exc)
+            log.error("no %s model: %s", self.role, exc)
         except Exception as exc:  # a bug must still show in /health, not leave it "loading" forever
             self.error = f"loading the model failed: {exc!r}"
             log.exception("no model")

@@ -6,7 +6,7 @@ from function.prediction_log.api import LogDisabled, LogUnavailable, PredictionL
 from function.prediction_log.null import NullLog
 from function.prediction_log.postgres import PostgresLog
 from function.prediction_log.queries import HistoryItem, VersionStats
-from function.prediction_log.schema import Feedback, Issued, Row
+from function.prediction_log.schema import Feedback, Issued, Row, ShadowRow
 
 __all__ = [
     "Feedback",
@@ -18,5 +18,6 @@ __all__ = [
     "PostgresLog",
     "PredictionLog",
     "Row",
+    "ShadowRow",
     "VersionStats",
 ]

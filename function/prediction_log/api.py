@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from function.prediction_log.queries import HistoryItem, VersionStats
-from function.prediction_log.schema import Feedback, Issued, Row
+from function.prediction_log.schema import Feedback, Issued, Row, ShadowRow
 
 # An event's row is written before the event is answered, so that a redelivery to any instance finds it; a
 # database slower than this costs the answer no more, and the row goes through the queue instead.
@@ -27,6 +27,9 @@ class LogUnavailable(RuntimeError):
 class PredictionLog(Protocol):
     def record(self, row: Row) -> None:
         """Queue `row` for writing; never blocks, never raises."""
+
+    def record_shadow(self, row: ShadowRow) -> None:
+        """Queue a shadow model's answer (its own queue and table); never blocks, never raises."""
 
     async def record_once(self, row: Row) -> Row:
         """An event's row: written now, or the row already logged for its (event_source, event_id). With the

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from function.prediction_log.api import LogDisabled
 from function.prediction_log.queries import HistoryItem, VersionStats
-from function.prediction_log.schema import Feedback, Issued, Row
+from function.prediction_log.schema import Feedback, Issued, Row, ShadowRow
 
 log = logging.getLogger("function.prediction_log")
 
@@ -22,6 +22,9 @@ class NullLog:
         self._warned = False
 
     def record(self, row: Row) -> None:
+        pass
+
+    def record_shadow(self, row: ShadowRow) -> None:
         pass
 
     async def record_once(self, row: Row) -> Row:

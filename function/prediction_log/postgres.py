@@ -18,7 +18,7 @@ from function.prediction_log.api import EVENT_WRITE_TIMEOUT_S, LogUnavailable
 from function.prediction_log.claims import EventClaims
 from function.prediction_log.feedback import FeedbackWriter
 from function.prediction_log.queries import HistoryItem, VersionStats
-from function.prediction_log.schema import Feedback, Issued, Row
+from function.prediction_log.schema import SHADOW_PREDICTIONS, Feedback, Issued, Row, ShadowRow
 from function.prediction_log.writer import Writer
 
 log = logging.getLogger("function.prediction_log")
@@ -30,11 +30,16 @@ class PostgresLog:
     def __init__(self, url: str, capacity: int = 10_000, batch_size: int = 256):
         self._database = _Database(url)
         self._writer = Writer(self._database.writes, capacity, batch_size)
+        # A shadow model's answers queue apart: they can never take a served prediction's place in the queue.
+        self._shadow_writer = Writer(self._database.writes, capacity, batch_size, SHADOW_PREDICTIONS)
         self._events = EventClaims(self._database, EVENT_WRITE_TIMEOUT_S)
         self._feedback = FeedbackWriter(self._database.requests, EVENT_WRITE_TIMEOUT_S)
 
     def record(self, row: Row) -> None:
         self._writer.put(row)
+
+    def record_shadow(self, row: ShadowRow) -> None:
+        self._shadow_writer.put(row)
 
     async def record_once(self, row: Row) -> Row:
         # Down, slow, or refusing: the writer's queue retries, and sets aside what it must.
@@ -61,10 +66,11 @@ class PostgresLog:
         # Nothing here waits for the database: one that is down or slow at start must not keep the function
         # from serving.
         self._writer.start()
+        self._shadow_writer.start()
 
     async def stop(self, timeout_s: float) -> None:
         """Flush what is queued within `timeout_s`, then close (SIGTERM: Knative's grace period)."""
-        await self._writer.stop(timeout_s)
+        await asyncio.gather(self._writer.stop(timeout_s), self._shadow_writer.stop(timeout_s))
         await self._feedback.flush(min(timeout_s, EVENT_WRITE_TIMEOUT_S))
         await self._events.close()
         await self._database.close()

@@ -53,6 +53,78 @@ ORDER BY v.model_version, v.revision NULLS FIRST
 """
 
 
+@dataclass(frozen=True)
+class ShadowPairs:
+    """The served model's and the shadow's answers to the same images, for one (served version, shadow version),
+    counted in PostgreSQL. The four `labelled_*` counts split the pairs whose true class is known from feedback:
+    both right, only the served one, only the shadow, neither."""
+
+    served_version: str
+    shadow_version: str
+    pairs: int
+    agreements: int
+    both_right: int
+    served_only_right: int
+    shadow_only_right: int
+    both_wrong: int
+    served_latency_p50_ms: float
+    served_latency_p95_ms: float
+    shadow_latency_p50_ms: float
+    shadow_latency_p95_ms: float
+    served_confidence_bins: list[int]  # CONFIDENCE_BINS equal bins over [0, 1]
+    shadow_confidence_bins: list[int]
+    disagreements: list[tuple[str, str, int]]  # (served class, shadow class, pairs), most first, at most 5
+
+    @property
+    def labelled(self) -> int:
+        return self.both_right + self.served_only_right + self.shadow_only_right + self.both_wrong
+
+
+CONFIDENCE_BINS = 10
+
+# A pair is a served row and the shadow's row under its id; its true class is the served class if feedback
+# said "right", else the class feedback named.
+_PAIRS = """
+WITH pairs AS (
+    SELECT p.model_version AS served_version, s.model_version AS shadow_version,
+           p.predicted_class AS served, s.predicted_class AS shadow,
+           p.confidence AS served_confidence, s.confidence AS shadow_confidence,
+           p.latency_ms AS served_latency, s.latency_ms AS shadow_latency,
+           CASE WHEN f.correct THEN p.predicted_class ELSE f.true_class END AS truth
+    FROM shadow_predictions AS s JOIN predictions AS p ON p.id = s.prediction_id
+    LEFT JOIN feedback AS f ON f.prediction_id = p.id
+    WHERE (%(since)s::timestamptz IS NULL OR p.created_at >= %(since)s::timestamptz)
+      AND (%(until)s::timestamptz IS NULL OR p.created_at < %(until)s::timestamptz)
+)
+"""
+SHADOW_PAIRS = (
+    _PAIRS
+    + """
+SELECT served_version, shadow_version, count(*), count(*) FILTER (WHERE served = shadow),
+       count(*) FILTER (WHERE served = truth AND shadow = truth),
+       count(*) FILTER (WHERE served = truth AND shadow <> truth),
+       count(*) FILTER (WHERE served <> truth AND shadow = truth),
+       count(*) FILTER (WHERE served <> truth AND shadow <> truth),
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY served_latency),
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY served_latency),
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY shadow_latency),
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY shadow_latency),
+       array(SELECT count(*) FILTER (WHERE least(width_bucket(served_confidence, 0, 1, %(bins)s), %(bins)s) = b)
+             FROM generate_series(1, %(bins)s) AS b),
+       array(SELECT count(*) FILTER (WHERE least(width_bucket(shadow_confidence, 0, 1, %(bins)s), %(bins)s) = b)
+             FROM generate_series(1, %(bins)s) AS b)
+FROM pairs GROUP BY served_version, shadow_version ORDER BY served_version, shadow_version
+"""
+)
+SHADOW_DISAGREEMENTS = (
+    _PAIRS
+    + """
+SELECT served_version, shadow_version, served, shadow, count(*) AS n FROM pairs WHERE served <> shadow
+GROUP BY served_version, shadow_version, served, shadow ORDER BY n DESC, served, shadow
+"""
+)
+
+
 _VALUES = f"({', '.join(['%s'] * len(COLUMNS))})"
 BY_EVENTS = (
     f"SELECT {', '.join(COLUMNS)} FROM predictions WHERE (event_source, event_id) IN "
@@ -94,6 +166,22 @@ async def stats(conn, since: datetime | None, until: datetime | None = None) -> 
     """One `VersionStats` per (model version, revision) with predictions in [since, until) (open if None)."""
     cursor = await conn.execute(STATS, {"since": since, "until": until})
     return [VersionStats(*values) for values in await cursor.fetchall()]
+
+
+async def shadow_pairs(conn, since: datetime | None, until: datetime | None = None) -> list[ShadowPairs]:
+    """One `ShadowPairs` per (served version, shadow version) with served predictions in [since, until)."""
+    params = {"since": since, "until": until, "bins": CONFIDENCE_BINS}
+    cursor = await conn.execute(SHADOW_DISAGREEMENTS, params)
+    disagreements: dict[tuple[str, str], list[tuple[str, str, int]]] = {}
+    for served_version, shadow_version, served, shadow, n in await cursor.fetchall():
+        cells = disagreements.setdefault((served_version, shadow_version), [])
+        if len(cells) < 5:
+            cells.append((served, shadow, n))
+    cursor = await conn.execute(SHADOW_PAIRS, params)
+    return [
+        ShadowPairs(*values, disagreements=disagreements.get((values[0], values[1]), []))
+        for values in await cursor.fetchall()
+    ]
 
 
 HISTORY = """

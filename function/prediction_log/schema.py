@@ -64,9 +64,52 @@ class Row:
                 self.event_id, self.client_id)  # fmt: skip
 
 
+@dataclass(frozen=True)
+class ShadowRow:
+    """The shadow model's answer to a served prediction's image, keyed by the served prediction's id: feedback on
+    the served answer (its true class) labels this one too."""
+
+    prediction_id: uuid.UUID  # the served prediction's
+    created_at: datetime
+    predicted_class: str
+    confidence: float
+    probabilities: dict[str, float]
+    model_name: str
+    model_version: str
+    revision: str | None
+    latency_ms: float  # the shadow's own inference time, off the answer path
+
+    def values(self) -> tuple:
+        return (self.prediction_id, self.created_at, self.predicted_class, self.confidence,
+                json.dumps(self.probabilities), self.model_name, self.model_version, self.revision,
+                self.latency_ms)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Table:
+    """Where a kind of row goes, for the writer: its table, columns and the unique keys a retry may meet."""
+
+    name: str
+    columns: tuple[str, ...]
+    primary_key: str
+    event_key: str | None = None
+
+    @property
+    def copy_sql(self) -> str:
+        return f"COPY {self.name} ({', '.join(self.columns)}) FROM STDIN"
+
+    @property
+    def insert_sql(self) -> str:
+        return f"INSERT INTO {self.name} ({', '.join(self.columns)}) VALUES ({', '.join(['%s'] * len(self.columns))})"
+
+
 COLUMNS = tuple(field.name for field in fields(Row))
 PRIMARY_KEY = "predictions_pkey"
 EVENT_KEY = "predictions_event_key"  # one row per CloudEvent (source, id), whichever instance classified it
+PREDICTIONS = Table("predictions", COLUMNS, PRIMARY_KEY, EVENT_KEY)
+SHADOW_PREDICTIONS = Table(
+    "shadow_predictions", tuple(field.name for field in fields(ShadowRow)), "shadow_predictions_pkey"
+)
 
 MIGRATIONS = [
     # 1: the table as the first version created it, word for word, so a database it made is already there.
@@ -107,6 +150,22 @@ MIGRATIONS = [
         created_at timestamptz NOT NULL,
         updated_at timestamptz NOT NULL
     );
+    """,
+    # 4: a shadow model's answers (SHADOW_MODEL_URI), one per served prediction it saw, under the served
+    # prediction's id. No foreign key, as for feedback: the served row may still be queued.
+    """
+    CREATE TABLE IF NOT EXISTS shadow_predictions (
+        prediction_id uuid PRIMARY KEY,
+        created_at timestamptz NOT NULL,
+        predicted_class text NOT NULL,
+        confidence real NOT NULL,
+        probabilities jsonb NOT NULL,
+        model_name text NOT NULL,
+        model_version text NOT NULL,
+        revision text,
+        latency_ms real NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS shadow_predictions_created_at ON shadow_predictions (created_at);
     """,
 ]
 

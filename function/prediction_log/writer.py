@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 from prometheus_client import Counter, Gauge
 
-from function.prediction_log.schema import COLUMNS, EVENT_KEY, PRIMARY_KEY, Row
+from function.prediction_log.schema import PREDICTIONS, Row, ShadowRow, Table
 
 log = logging.getLogger(__name__)
 
@@ -40,29 +40,29 @@ REJECTED = Counter(
     "Prediction rows the database refused, logged at ERROR and set aside",
 )
 
-# COPY, because psycopg formats its rows in C: INSERT parameters are adapted in Python on the event loop, a
-# quarter of the loop's time at 250 predictions/s.
-COPY = f"COPY predictions ({', '.join(COLUMNS)}) FROM STDIN"
-INSERT = f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
 LINGER_S = 0.05  # after the first row, wait this long for more: batches, not a round trip a prediction
 
 
 class Writer:
-    """`database` has `async ready()` (open and migrate) and `connection()` (an async context manager)."""
+    """`database` has `async ready()` (open and migrate) and `connection()` (an async context manager). `table`:
+    where its rows go (the predictions, or a shadow model's answers); the metrics count the predictions' alone."""
 
-    def __init__(self, database, capacity: int, batch_size: int):
-        self._database, self._batch_size = database, batch_size
-        self._queue: asyncio.Queue[Row] = asyncio.Queue(maxsize=capacity)
+    def __init__(self, database, capacity: int, batch_size: int, table: Table = PREDICTIONS):
+        self._database, self._batch_size, self._table = database, batch_size, table
+        self._counted = table is PREDICTIONS
+        self._queue: asyncio.Queue[Row | ShadowRow] = asyncio.Queue(maxsize=capacity)
         self._waiting = 0  # queued or in the batch in hand: rows not yet written or set aside
         self._task: asyncio.Task | None = None
         self._stopping = False
-        QUEUE_DEPTH.set_function(lambda: self._waiting)
+        if self._counted:
+            QUEUE_DEPTH.set_function(lambda: self._waiting)
 
-    def put(self, row: Row) -> None:
+    def put(self, row: Row | ShadowRow) -> None:
         try:
             self._queue.put_nowait(row)
         except asyncio.QueueFull:
-            DROPPED.inc()
+            if self._counted:
+                DROPPED.inc()
         else:
             self._waiting += 1
 
@@ -124,11 +124,18 @@ class Writer:
                     by_row = True
 
     async def _copy(self, pending: list[Row]) -> None:
+        # COPY, because psycopg formats its rows in C: INSERT parameters are adapted in Python on the event loop,
+        # a quarter of the loop's time at 250 predictions/s.
         connection = self._database.connection()
-        async with connection as conn, conn.transaction(), conn.cursor() as cursor, cursor.copy(COPY) as copy:
+        async with (
+            connection as conn,
+            conn.transaction(),
+            conn.cursor() as cursor,
+            cursor.copy(self._table.copy_sql) as copy,
+        ):
             for row in pending:
                 await copy.write_row(row.values())
-        WRITTEN.inc(len(pending))
+        self._written(len(pending))
         pending.clear()
 
     async def _insert_each(self, pending: list[Row]) -> None:
@@ -143,17 +150,17 @@ class Writer:
                 for row in pending:
                     try:
                         async with conn.transaction():
-                            await conn.execute(INSERT, row.values())
-                        WRITTEN.inc()
+                            await conn.execute(self._table.insert_sql, row.values())
+                        self._written(1)
                     except psycopg.OperationalError:
                         raise
                     except UniqueViolation as exc:
                         if (
-                            exc.diag.constraint_name == PRIMARY_KEY
+                            exc.diag.constraint_name == self._table.primary_key
                         ):  # an earlier attempt's commit answer was lost
-                            WRITTEN.inc()
+                            self._written(1)
                         elif (
-                            exc.diag.constraint_name == EVENT_KEY
+                            exc.diag.constraint_name == self._table.event_key
                         ):  # a redelivery, classified while PG was away
                             DUPLICATE_EVENTS.inc()
                         else:
@@ -166,9 +173,15 @@ class Writer:
         finally:
             del pending[:settled]
 
+    def _written(self, rows: int) -> None:
+        if self._counted:
+            WRITTEN.inc(rows)
+
     async def _back_off(self, delays: Iterator[float], what: str, exc: Exception) -> None:
         delay = next(delays)
-        log.warning("prediction log: %s failed (%s); retrying in %.1f s", what, exc, delay)
+        log.warning(
+            "prediction log: %s (%s) failed (%s); retrying in %.1f s", what, self._table.name, exc, delay
+        )
         await asyncio.sleep(delay)
 
     def _delays(self) -> Iterator[float]:

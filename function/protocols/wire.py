@@ -9,6 +9,7 @@ import msgspec
 
 from function.inference.outcome import Outcome
 from function.model.classifier import ModelCard, highest_first
+from function.model.slot import ModelSlot
 from function.model.source import ModelSource
 from function.prediction_log import HistoryItem, VersionStats
 from function.settings import Settings
@@ -51,6 +52,38 @@ class Health(msgspec.Struct):
     reason: str | None = None
 
 
+class ShadowInfo(msgspec.Struct):
+    """The shadow model (SHADOW_MODEL_URI): classifies a share of the served images off the answer path; its
+    answers are logged, never sent. `loaded` false: still loading (or failed: `error`)."""
+
+    uri: str
+    sample: float  # SHADOW_SAMPLE: the share of predictions it sees
+    loaded: bool
+    error: str | None = None
+    name: str | None = None
+    version: str | None = None
+    alias: str | None = None
+    served_from_cache: bool | None = None
+    classes: list[str] | None = None
+    input_size: list[int] | None = None
+    precision: str | None = None
+    source_version: str | None = None
+
+    @classmethod
+    def of(cls, slot: ModelSlot, settings: Settings) -> ShadowInfo:
+        info = cls(
+            settings.shadow_model_uri or "", settings.shadow_sample, slot.classifier is not None, slot.error
+        )
+        if slot.classifier is None or slot.source is None:
+            return info
+        card, source = slot.classifier.card, slot.source
+        return msgspec.structs.replace(
+            info, name=source.name, version=source.version, alias=source.alias,
+            served_from_cache=source.from_cache, classes=list(card.class_names), input_size=list(card.input_size),
+            precision=card.precision, source_version=card.source_version,
+        )  # fmt: skip
+
+
 class ModelInfo(msgspec.Struct):
     name: str
     version: str
@@ -68,9 +101,11 @@ class ModelInfo(msgspec.Struct):
     service: str | None
     configuration: str | None
     prediction_log: bool  # whether predictions are kept (DATABASE_URL): history, feedback and stats need it
+    shadow: ShadowInfo | None = None  # None: no SHADOW_MODEL_URI
 
     @classmethod
-    def of(cls, source: ModelSource, card: ModelCard, settings: Settings) -> ModelInfo:
+    def of(cls, source: ModelSource, card: ModelCard, settings: Settings,
+           shadow_slot: ModelSlot | None = None) -> ModelInfo:  # fmt: skip
         return cls(
             name=source.name,
             version=source.version,
@@ -88,6 +123,7 @@ class ModelInfo(msgspec.Struct):
             service=settings.k_service,
             configuration=settings.k_configuration,
             prediction_log=settings.database_url is not None,
+            shadow=ShadowInfo.of(shadow_slot, settings) if shadow_slot is not None else None,
         )
 
 

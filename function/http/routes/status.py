@@ -37,9 +37,9 @@ MODEL_INFO_DOCS = dict(
 )
 
 
-async def model_info(slot: ModelSlot, settings: Settings) -> ModelInfo:
+async def model_info(slot: ModelSlot, settings: Settings, shadow_slot: ModelSlot | None) -> ModelInfo:
     classifier, source = slot.get()
-    return ModelInfo.of(source, classifier.card, settings)
+    return ModelInfo.of(source, classifier.card, settings, shadow_slot)
 
 
 class Metrics(PrometheusController):
