@@ -20,6 +20,7 @@ LAYERS = {
     "function.model": 1,
     "function.prediction_log": 1,  # beside the model: neither imports the other
     "function.inference": 2,
+    "function.quality": 2,  # beside inference: reads the log, the registry for --apply
     "function.protocols": 3,
     "function.http": 4,
     "function.app": 5,
@@ -128,6 +129,7 @@ def test_the_top_level_holds_only_the_process_and_its_settings():
         "protocols",
         "http",
         "prediction_log",
+        "quality",
     }
 
 

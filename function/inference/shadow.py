@@ -46,9 +46,10 @@ class Shadow:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="shadow")
 
     async def stop(self) -> None:
-        """Let the job in hand finish and its row reach the log's queue (before the log is flushed)."""
+        """Let the jobs in hand (two at most) finish and their rows reach the log's queue, before the log is
+        flushed."""
         if self._executor is not None:
-            await asyncio.to_thread(self._executor.shutdown, True, cancel_futures=True)
+            await asyncio.to_thread(self._executor.shutdown, True)
             await asyncio.sleep(0)  # the finished jobs' callbacks, scheduled on the loop, run now
 
     def offer(self, served: Row, pixels: np.ndarray | None, encoded: bytes | None, loaded: bool) -> None:

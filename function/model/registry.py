@@ -107,6 +107,26 @@ def resolve_alias(registry: Registry, name: str, alias: str) -> str:
     )
 
 
+def set_alias(registry: Registry, name: str, alias: str, version: str) -> None:
+    """Point `alias` of `name` at `version` (what `fish-rollout --apply` does on promote or rollback)."""
+    if not registry.url or not registry.url.startswith(("http://", "https://")):
+        raise ModelUnavailable("moving an alias needs MLFLOW_TRACKING_URI set to the registry's http(s) URL")
+    body = json.dumps({"name": name, "alias": alias, "version": version}).encode()
+    request = urllib.request.Request(
+        f"{registry.url.rstrip('/')}/api/2.0/mlflow/registered-models/alias", data=body, method="POST",
+        headers={**registry.headers(), "Content-Type": "application/json"},
+    )  # fmt: skip
+    try:
+        with _OPENER.open(request, timeout=REST_TIMEOUT_S) as response:
+            response.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code in (400, 404):
+            raise ModelUnavailable(f"version {version} of '{name}' not found in the registry") from exc
+        raise RegistryDown(f"the registry answered {exc.code}") from exc
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        raise RegistryDown(str(exc)[:200]) from exc
+
+
 def artifact_uri(registry: Registry, name: str, version: str) -> str:
     query = urllib.parse.urlencode({"name": name, "version": version})
     return _field(

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from function.prediction_log.queries import HistoryItem, VersionStats
+from function.prediction_log.queries import HistoryItem, ShadowPairs, VersionStats
 from function.prediction_log.schema import Feedback, Issued, Row, ShadowRow
 
 # An event's row is written before the event is answered, so that a redelivery to any instance finds it; a
@@ -58,3 +58,8 @@ class PredictionLog(Protocol):
 
     async def save_feedback(self, feedback: Feedback) -> None:
         """Written now, or kept and retried; never raises."""
+
+    async def shadow_pairs(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> list[ShadowPairs]:
+        """The served model's and the shadow's answers to the same images, per pair of versions, in [since, until)."""

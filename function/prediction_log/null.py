@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 
 from function.prediction_log.api import LogDisabled
-from function.prediction_log.queries import HistoryItem, VersionStats
+from function.prediction_log.queries import HistoryItem, ShadowPairs, VersionStats
 from function.prediction_log.schema import Feedback, Issued, Row, ShadowRow
 
 log = logging.getLogger("function.prediction_log")
@@ -53,4 +53,9 @@ class NullLog:
         raise LogDisabled(OFF)
 
     async def save_feedback(self, feedback: Feedback) -> None:
+        raise LogDisabled(OFF)
+
+    async def shadow_pairs(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> list[ShadowPairs]:
         raise LogDisabled(OFF)

@@ -17,7 +17,7 @@ from function.prediction_log import queries, schema, writer
 from function.prediction_log.api import EVENT_WRITE_TIMEOUT_S, LogUnavailable
 from function.prediction_log.claims import EventClaims
 from function.prediction_log.feedback import FeedbackWriter
-from function.prediction_log.queries import HistoryItem, VersionStats
+from function.prediction_log.queries import HistoryItem, ShadowPairs, VersionStats
 from function.prediction_log.schema import SHADOW_PREDICTIONS, Feedback, Issued, Row, ShadowRow
 from function.prediction_log.writer import Writer
 
@@ -104,6 +104,12 @@ class PostgresLog:
     async def stats(self, since: datetime | None = None, until: datetime | None = None) -> list[VersionStats]:
         async with self._reading() as conn:
             return await queries.stats(conn, since, until)
+
+    async def shadow_pairs(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> list[ShadowPairs]:
+        async with self._reading() as conn:
+            return await queries.shadow_pairs(conn, since, until)
 
 
 # psycopg_pool backs off 1, 2, 4, 8 ... s for 5 minutes after an outage, so rows waited up to 30 s after the database

@@ -97,6 +97,14 @@ WITH pairs AS (
       AND (%(until)s::timestamptz IS NULL OR p.created_at < %(until)s::timestamptz)
 )
 """
+
+
+def _bins(column: str) -> str:
+    """The predictions per equal bin of `column` over [0, 1] (1.0 itself in the last), one count a bin."""
+    bucket = f"least(width_bucket({column}, 0, 1, {CONFIDENCE_BINS}), {CONFIDENCE_BINS})"
+    return ", ".join(f"count(*) FILTER (WHERE {bucket} = {b})" for b in range(1, CONFIDENCE_BINS + 1))
+
+
 SHADOW_PAIRS = (
     _PAIRS
     + """
@@ -109,12 +117,9 @@ SELECT served_version, shadow_version, count(*), count(*) FILTER (WHERE served =
        percentile_cont(0.95) WITHIN GROUP (ORDER BY served_latency),
        percentile_cont(0.5) WITHIN GROUP (ORDER BY shadow_latency),
        percentile_cont(0.95) WITHIN GROUP (ORDER BY shadow_latency),
-       array(SELECT count(*) FILTER (WHERE least(width_bucket(served_confidence, 0, 1, %(bins)s), %(bins)s) = b)
-             FROM generate_series(1, %(bins)s) AS b),
-       array(SELECT count(*) FILTER (WHERE least(width_bucket(shadow_confidence, 0, 1, %(bins)s), %(bins)s) = b)
-             FROM generate_series(1, %(bins)s) AS b)
+       {bins}
 FROM pairs GROUP BY served_version, shadow_version ORDER BY served_version, shadow_version
-"""
+""".replace("{bins}", f"{_bins('served_confidence')}, {_bins('shadow_confidence')}")
 )
 SHADOW_DISAGREEMENTS = (
     _PAIRS
@@ -170,7 +175,7 @@ async def stats(conn, since: datetime | None, until: datetime | None = None) -> 
 
 async def shadow_pairs(conn, since: datetime | None, until: datetime | None = None) -> list[ShadowPairs]:
     """One `ShadowPairs` per (served version, shadow version) with served predictions in [since, until)."""
-    params = {"since": since, "until": until, "bins": CONFIDENCE_BINS}
+    params = {"since": since, "until": until}
     cursor = await conn.execute(SHADOW_DISAGREEMENTS, params)
     disagreements: dict[tuple[str, str], list[tuple[str, str, int]]] = {}
     for served_version, shadow_version, served, shadow, n in await cursor.fetchall():
@@ -178,10 +183,13 @@ async def shadow_pairs(conn, since: datetime | None, until: datetime | None = No
         if len(cells) < 5:
             cells.append((served, shadow, n))
     cursor = await conn.execute(SHADOW_PAIRS, params)
-    return [
-        ShadowPairs(*values, disagreements=disagreements.get((values[0], values[1]), []))
-        for values in await cursor.fetchall()
-    ]
+    pairs = []
+    for values in await cursor.fetchall():
+        counts, bins = values[: -2 * CONFIDENCE_BINS], values[-2 * CONFIDENCE_BINS :]
+        served_bins, shadow_bins = list(bins[:CONFIDENCE_BINS]), list(bins[CONFIDENCE_BINS:])
+        cells = disagreements.get((values[0], values[1]), [])
+        pairs.append(ShadowPairs(*counts, served_bins, shadow_bins, cells))
+    return pairs
 
 
 HISTORY = """

@@ -12,6 +12,7 @@ from function.model.classifier import ModelCard, highest_first
 from function.model.slot import ModelSlot
 from function.model.source import ModelSource
 from function.prediction_log import HistoryItem, VersionStats
+from function.quality.comparison import Comparison
 from function.settings import Settings
 
 
@@ -178,7 +179,60 @@ class BatchResponse(msgspec.Struct):
     results: list[FileResult]  # in the order the files were sent
 
 
+class Accuracy(msgspec.Struct):
+    """On the labelled images, with its 95% interval (Wilson; a difference: Newcombe's, paired)."""
+
+    value: float
+    low: float
+    high: float
+
+
+class Disagreement(msgspec.Struct):
+    served_class: str
+    shadow_class: str
+    count: int
+
+
+class ShadowComparison(msgspec.Struct):
+    """The served version and the shadow on the same images. `agreement`: the share both classified alike;
+    accuracies on the images whose true class feedback gave (`labelled`); `conclusive` false below
+    `min_labelled` of them, and `summary` says so in words."""
+
+    served_version: str
+    shadow_version: str
+    predictions: int
+    agreement: float | None
+    labelled: int
+    min_labelled: int
+    conclusive: bool
+    summary: str
+    served_accuracy: Accuracy | None
+    shadow_accuracy: Accuracy | None
+    accuracy_difference: Accuracy | None  # shadow minus served
+    disagreements: list[Disagreement]  # the most frequent (served class, shadow class) pairs, at most 5
+    served_latency_p50_ms: float
+    served_latency_p95_ms: float
+    shadow_latency_p50_ms: float  # one thread, off the answer path: not the latency it would serve with
+    shadow_latency_p95_ms: float
+    served_confidence_bins: list[int]  # predictions per tenth of confidence, 0-0.1 first
+    shadow_confidence_bins: list[int]
+
+    @classmethod
+    def of(cls, c: Comparison) -> ShadowComparison:
+        def accuracy(interval) -> Accuracy | None:
+            return None if interval is None else Accuracy(interval.value, interval.low, interval.high)
+
+        return cls(
+            c.stable.version, c.candidate.version, c.stable.predictions, c.agreement, c.labelled_pairs,
+            c.min_labelled, c.conclusive, c.summary, accuracy(c.stable.accuracy), accuracy(c.candidate.accuracy),
+            accuracy(c.difference), [Disagreement(*cell) for cell in c.disagreements], c.stable.latency_p50_ms,
+            c.stable.latency_p95_ms, c.candidate.latency_p50_ms, c.candidate.latency_p95_ms,
+            c.stable.confidence_bins, c.candidate.confidence_bins,
+        )  # fmt: skip
+
+
 class Stats(msgspec.Struct):
     since: datetime | None
     until: datetime | None
     versions: list[VersionStats]
+    shadow: list[ShadowComparison] = []  # served vs shadow (SHADOW_MODEL_URI) per pair of versions logged

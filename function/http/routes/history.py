@@ -18,7 +18,8 @@ from function.http.routes.params import ClientId, client_id, own_client_id
 from function.inference.service import PredictionService
 from function.model.slot import ModelSlot
 from function.prediction_log import Feedback, PredictionLog
-from function.protocols.wire import FeedbackRequest, History, HistoryEntry, Stats
+from function.protocols.wire import FeedbackRequest, History, HistoryEntry, ShadowComparison, Stats
+from function.quality.comparison import from_shadow
 
 MAX_LIMIT = 100
 
@@ -92,7 +93,8 @@ async def feedback(
 
 
 STATS_DOCS = dict(
-    summary="Per model version and revision: predictions, classes, confidence, latency, feedback",
+    summary="Per model version and revision: predictions, classes, confidence, latency, feedback; and the served "
+    "version against the shadow (SHADOW_MODEL_URI): agreement, accuracy with 95% intervals, disagreements",
     responses={400: openapi.problem("since or until is not an RFC 3339 time"), 503: LOG_ERRORS[503]},
 )
 
@@ -106,4 +108,8 @@ async def stats(
         datetime | None, Parameter(description="Up to this time (exclusive); default: now")
     ] = None,
 ) -> Stats:
-    return Stats(since, until, await prediction_log.stats(since, until))
+    versions = await prediction_log.stats(since, until)
+    shadow = [
+        ShadowComparison.of(from_shadow(pairs)) for pairs in await prediction_log.shadow_pairs(since, until)
+    ]
+    return Stats(since, until, versions, shadow)

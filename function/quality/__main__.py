@@ -1,0 +1,5 @@
+import sys
+
+from function.quality.cli import main
+
+sys.exit(main())
