@@ -27,6 +27,12 @@ SHADOW_SKIPPED = Counter(
     "busy), size (a tensor at the served model's size only), error, no_model (not loaded)",
     ["reason"],
 )
+DRIFT_PSI = Gauge(
+    "prediction_drift_psi",
+    "Population stability index of a version's predictions, the last day against its first (0.1 watch, 0.25 act); "
+    "updated whenever /stats is read (the UI's Stats tab reads it)",
+    ["model_version", "revision", "distribution"],
+)
 REJECTED_IMAGES = Counter("rejected_images_total", "Uploads refused as not classifiable", ["reason"])
 EVENTS = Counter("cloudevents_received_total", "CloudEvents received, by content mode", ["mode"])
 SHED_REQUESTS = Counter(
@@ -67,3 +73,11 @@ def confidence_bucket(confidence: float) -> str:
         if confidence < bound:
             return label
     return "ge_0.95"
+
+
+def record_drift(
+    version: str, revision: str | None, class_mix: float | None, confidence: float | None
+) -> None:
+    for distribution, value in (("class_mix", class_mix), ("confidence", confidence)):
+        if value is not None:
+            DRIFT_PSI.labels(version, revision or "", distribution).set(value)

@@ -251,3 +251,43 @@ async def offer_six(shadow: Shadow, slot: ModelSlot, make_row) -> None:
                                                                               "sampled_out": 1}  # fmt: skip
     slot.classifier.release.set()
     await shadow.stop()
+
+
+def test_drift_flags_a_class_mix_that_shifts_and_not_one_that_holds(database, tmp_path):
+    """Two versions logged three days ago (their reference day) and in the last hour: one predicts the same
+    mix now, the other far more blue. /stats' drift says stable for the first, act for the second."""
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    import psycopg
+
+    from function.prediction_log.schema import PREDICTIONS, migrate
+    from tests.test_function_log import make_row
+
+    then, now = datetime.now(UTC) - timedelta(days=3), datetime.now(UTC) - timedelta(hours=1)
+    mixes = {("1", then): (60, 40), ("1", now): (66, 44), ("2", then): (60, 40), ("2", now): (20, 80)}
+
+    async def log_rows() -> None:
+        async with await psycopg.AsyncConnection.connect(database, autocommit=True) as conn:
+            await migrate(conn)
+            for (version, at), (red, blue) in mixes.items():
+                for i, colour in enumerate(["red"] * red + ["blue"] * blue):
+                    row = make_row(
+                        model_version=version, predicted_class=colour, created_at=at + timedelta(seconds=i)
+                    )
+                    await conn.execute(PREDICTIONS.insert_sql, row.values())
+
+    asyncio.run(log_rows())
+    model = tiny_onnx.build(tmp_path / "m.onnx")
+    with TestClient(
+        create_app(Settings.from_env({"MODEL_URI": str(model), "DATABASE_URL": database}))
+    ) as client:
+        answer = client.get("/stats").json()
+        drift = {entry["model_version"]: entry for entry in answer.get("drift", [answer])}
+        metrics_text = client.get("/metrics").text
+    assert "1" in drift, answer
+    assert drift["1"]["level"] == "stable" and drift["1"]["class_mix_psi"] < 0.01
+    assert drift["2"]["level"] == "act" and drift["2"]["class_mix_psi"] > 0.25
+    assert drift["2"]["reference_predictions"] == 100 and drift["2"]["recent_predictions"] == 100
+    assert drift["2"]["confidence_psi"] == 0  # every row here has the same confidence
+    assert 'prediction_drift_psi{distribution="class_mix",model_version="2"' in metrics_text

@@ -4,10 +4,10 @@ none) and the two errors a read of it can raise."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
-from function.prediction_log.queries import HistoryItem, ShadowPairs, VersionStats
+from function.prediction_log.queries import DriftCounts, HistoryItem, ShadowPairs, VersionStats
 from function.prediction_log.schema import Feedback, Issued, Row, ShadowRow
 
 # An event's row is written before the event is answered, so that a redelivery to any instance finds it; a
@@ -63,3 +63,9 @@ class PredictionLog(Protocol):
         self, since: datetime | None = None, until: datetime | None = None
     ) -> list[ShadowPairs]:
         """The served model's and the shadow's answers to the same images, per pair of versions, in [since, until)."""
+
+    async def drift(self, recent_since: datetime, recent_until: datetime, reference_span: timedelta,
+                    reference_since: datetime | None = None,
+                    reference_until: datetime | None = None) -> list[DriftCounts]:  # fmt: skip
+        """Per (version, revision): predicted classes and confidence bins in a reference window (by default the
+        version's first `reference_span`) and in [recent_since, recent_until)."""

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from function.prediction_log.api import LogDisabled
-from function.prediction_log.queries import HistoryItem, ShadowPairs, VersionStats
+from function.prediction_log.queries import DriftCounts, HistoryItem, ShadowPairs, VersionStats
 from function.prediction_log.schema import Feedback, Issued, Row, ShadowRow
 
 log = logging.getLogger("function.prediction_log")
@@ -58,4 +58,9 @@ class NullLog:
     async def shadow_pairs(
         self, since: datetime | None = None, until: datetime | None = None
     ) -> list[ShadowPairs]:
+        raise LogDisabled(OFF)
+
+    async def drift(self, recent_since: datetime, recent_until: datetime, reference_span: timedelta,
+                    reference_since: datetime | None = None,
+                    reference_until: datetime | None = None) -> list[DriftCounts]:  # fmt: skip
         raise LogDisabled(OFF)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from function.prediction_log.schema import COLUMNS, Feedback, Issued, Row
 
@@ -171,6 +171,73 @@ async def stats(conn, since: datetime | None, until: datetime | None = None) -> 
     """One `VersionStats` per (model version, revision) with predictions in [since, until) (open if None)."""
     cursor = await conn.execute(STATS, {"since": since, "until": until})
     return [VersionStats(*values) for values in await cursor.fetchall()]
+
+
+# Each prediction of a (version, revision) falls in its reference window (by default its first day), in the recent
+# window, or in neither; where the two overlap it counts as reference.
+DRIFT_COUNTS = f"""
+WITH firsts AS (
+    SELECT model_version, revision, min(created_at) AS first FROM predictions GROUP BY model_version, revision
+), windowed AS (
+    SELECT p.model_version, p.revision, p.predicted_class,
+           least(width_bucket(p.confidence, 0, 1, {CONFIDENCE_BINS}), {CONFIDENCE_BINS}) AS bin,
+           CASE WHEN p.created_at >= coalesce(%(reference_since)s::timestamptz, f.first)
+                 AND p.created_at < coalesce(%(reference_until)s::timestamptz, f.first + %(reference_span)s)
+                THEN 'reference'
+                WHEN p.created_at >= %(recent_since)s::timestamptz AND p.created_at < %(recent_until)s::timestamptz
+                THEN 'recent' END AS time_window,
+           coalesce(%(reference_since)s::timestamptz, f.first) AS reference_since,
+           coalesce(%(reference_until)s::timestamptz, f.first + %(reference_span)s) AS reference_until
+    FROM predictions AS p
+    JOIN firsts AS f ON f.model_version = p.model_version AND f.revision IS NOT DISTINCT FROM p.revision
+)
+SELECT model_version, revision, time_window, predicted_class, bin, count(*), min(reference_since),
+       min(reference_until)
+FROM windowed WHERE time_window IS NOT NULL
+GROUP BY model_version, revision, time_window, predicted_class, bin
+ORDER BY model_version, revision NULLS FIRST
+"""
+
+
+@dataclass
+class WindowCounts:
+    """One window's predictions of a (version, revision): per class, and per tenth of confidence."""
+
+    classes: dict[str, int]
+    confidence_bins: list[int]
+
+    @property
+    def predictions(self) -> int:
+        return sum(self.classes.values())
+
+
+@dataclass
+class DriftCounts:
+    model_version: str
+    revision: str | None
+    reference_since: datetime
+    reference_until: datetime
+    reference: WindowCounts
+    recent: WindowCounts
+
+
+async def drift_counts(conn, recent_since: datetime, recent_until: datetime, reference_span: timedelta,
+                       reference_since: datetime | None = None,
+                       reference_until: datetime | None = None) -> list[DriftCounts]:  # fmt: skip
+    """Per (version, revision): the reference window's counts (from `reference_since` to `reference_until`, or
+    the version's first `reference_span`) and the recent window's, [recent_since, recent_until)."""
+    params = {"recent_since": recent_since, "recent_until": recent_until, "reference_span": reference_span,
+              "reference_since": reference_since, "reference_until": reference_until}  # fmt: skip
+    cursor = await conn.execute(DRIFT_COUNTS, params)
+    found: dict[tuple[str, str | None], DriftCounts] = {}
+    for version, revision, window, predicted_class, bin_, n, since, until in await cursor.fetchall():
+        entry = found.setdefault((version, revision), DriftCounts(
+            version, revision, since, until, WindowCounts({}, [0] * CONFIDENCE_BINS),
+            WindowCounts({}, [0] * CONFIDENCE_BINS)))  # fmt: skip
+        counts = entry.reference if window == "reference" else entry.recent
+        counts.classes[predicted_class] = counts.classes.get(predicted_class, 0) + n
+        counts.confidence_bins[bin_ - 1] += n
+    return list(found.values())
 
 
 async def shadow_pairs(conn, since: datetime | None, until: datetime | None = None) -> list[ShadowPairs]:

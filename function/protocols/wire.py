@@ -13,6 +13,7 @@ from function.model.slot import ModelSlot
 from function.model.source import ModelSource
 from function.prediction_log import HistoryItem, VersionStats
 from function.quality.comparison import Comparison
+from function.quality.drift import Drift
 from function.settings import Settings
 
 
@@ -231,8 +232,31 @@ class ShadowComparison(msgspec.Struct):
         )  # fmt: skip
 
 
+class DriftReport(msgspec.Struct):
+    """A version's (and revision's) predictions now against its reference window, without labels: population
+    stability indexes of the predicted-class mix and of the confidence histogram; `level` the worse of the two
+    (under 0.1 stable, under 0.25 watch, else act); null indexes and a `note` when a window is too small."""
+
+    model_version: str
+    revision: str | None
+    reference_since: datetime
+    reference_until: datetime
+    reference_predictions: int
+    recent_predictions: int
+    class_mix_psi: float | None
+    confidence_psi: float | None
+    level: str | None
+    note: str | None
+
+    @classmethod
+    def of(cls, drift: Drift) -> DriftReport:
+        return cls(*(getattr(drift, f) for f in cls.__struct_fields__))
+
+
 class Stats(msgspec.Struct):
     since: datetime | None
     until: datetime | None
     versions: list[VersionStats]
     shadow: list[ShadowComparison] = []  # served vs shadow (SHADOW_MODEL_URI) per pair of versions logged
+    drift: list[DriftReport] = []  # per version and revision: [since, until) (default: the last day) against
+    # its reference window

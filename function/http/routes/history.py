@@ -7,21 +7,32 @@ Without DATABASE_URL these answer 503 (the prediction log is off), and the UI ke
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from litestar.params import Parameter
 
+from function import metrics
 from function.http import openapi
 from function.http.problems import FeedbackInvalid, UnknownPrediction
 from function.http.routes.params import ClientId, client_id, own_client_id
 from function.inference.service import PredictionService
 from function.model.slot import ModelSlot
 from function.prediction_log import Feedback, PredictionLog
-from function.protocols.wire import FeedbackRequest, History, HistoryEntry, ShadowComparison, Stats
+from function.protocols.wire import (
+    DriftReport,
+    FeedbackRequest,
+    History,
+    HistoryEntry,
+    ShadowComparison,
+    Stats,
+)
+from function.quality import drift
 from function.quality.comparison import from_shadow
 
 MAX_LIMIT = 100
+DRIFT_RECENT = timedelta(days=1)  # drift's recent window without `since`
+DRIFT_REFERENCE = timedelta(days=1)  # and its reference: each version's first day
 
 
 LOG_ERRORS = {
@@ -102,14 +113,29 @@ STATS_DOCS = dict(
 async def stats(
     prediction_log: PredictionLog,
     since: Annotated[
-        datetime | None, Parameter(description="From this time (inclusive); default: all")
+        datetime | None,
+        Parameter(description="From this time (inclusive); default: all (drift: the last day)"),
     ] = None,
     until: Annotated[
         datetime | None, Parameter(description="Up to this time (exclusive); default: now")
+    ] = None,
+    reference_since: Annotated[
+        datetime | None,
+        Parameter(description="Drift's reference window: from (default: each version's start)"),
+    ] = None,
+    reference_until: Annotated[
+        datetime | None,
+        Parameter(description="Drift's reference window: until (default: a day after its start)"),
     ] = None,
 ) -> Stats:
     versions = await prediction_log.stats(since, until)
     shadow = [
         ShadowComparison.of(from_shadow(pairs)) for pairs in await prediction_log.shadow_pairs(since, until)
     ]
-    return Stats(since, until, versions, shadow)
+    now = datetime.now(UTC)
+    counts = await prediction_log.drift(since or now - DRIFT_RECENT, until or now, DRIFT_REFERENCE,
+                                        reference_since, reference_until)  # fmt: skip
+    found = [drift.of(entry) for entry in counts]
+    for entry in found:
+        metrics.record_drift(entry.model_version, entry.revision, entry.class_mix_psi, entry.confidence_psi)
+    return Stats(since, until, versions, shadow, [DriftReport.of(entry) for entry in found])
