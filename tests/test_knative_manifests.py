@@ -37,6 +37,7 @@ EXPECTED = {
     "overlays/default",
     "overlays/ab-stable",
     "overlays/ab",
+    "overlays/shadow",
 }
 # Knative-only fields of a revision's spec; the rest of it is a Kubernetes PodSpec.
 REVISION_FIELDS = {

@@ -109,8 +109,10 @@ def demo(converted_demo, tracking_uri, tmp_path_factory) -> Demo:
 def served(demo, postgres, tmp_path_factory):
     """The function with the prediction log on, serving the demo model from the registry: its base URL."""
     with fresh_database(postgres.url, "webui") as database_url:
+        # The same version as its own shadow: every door feeds it, and the Stats tab shows the comparison.
         process, port = launch(demo.uri, DATABASE_URL=database_url, MLFLOW_TRACKING_URI=demo.tracking_uri,
-                               MODEL_CACHE_DIR=str(tmp_path_factory.mktemp("cache")))  # fmt: skip
+                               MODEL_CACHE_DIR=str(tmp_path_factory.mktemp("cache")),
+                               SHADOW_MODEL_URI=demo.uri)  # fmt: skip
         yield f"http://127.0.0.1:{port}/"
         process.terminate()
         process.wait(timeout=30)
@@ -467,6 +469,12 @@ def test_feedback_survives_a_reload_and_counts_in_the_stats(demo, served, page):
     assert cells[0] == demo.version and int(cells[2]) >= 1 and cells[5] == "1 (0 right)"
     quality = page.locator("#stats-quality-chart").get_attribute("aria-label")
     assert f"Accuracy on feedback (%): v{demo.version} 0" in quality  # the one word given: wrong
+    # The shadow (the same version here) saw the photos too; one label is not a sample, and the tab says so.
+    shadow = page.locator("#stats-quality-list .shadow-comparison").first
+    shadow.wait_for()
+    text = shadow.inner_text()
+    assert f"Version {demo.version} (served) against version {demo.version} (shadow)" in text
+    assert "agree on 100.0%" in text and "Too few labelled images to conclude: 1 of the 100 needed" in text
 
 
 def test_another_browser_does_not_see_this_history(demo, served, browser, page):

@@ -10,7 +10,7 @@ const $ = (id) => document.getElementById(id);
 const history = new History($("history-list"), $("history-status"), $("history-more"), $("history-note"));
 const stats = new Stats($("stats-form"), $("stats-since"), $("stats-until"), $("stats-table").tBodies[0],
   { classes: $("stats-chart"), quality: $("stats-quality-chart"), latency: $("stats-latency-chart") },
-  $("stats-status"));
+  $("stats-status"), $("stats-quality-list"));
 // A 12 MP photo is 48 MB decoded: ten given at once are decoded and sent two at a time, not all together.
 const AT_ONCE = 2;
 let logOn = true;

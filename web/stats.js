@@ -9,8 +9,8 @@ const toInput = (date) => new Date(date.getTime() - date.getTimezoneOffset() * 6
 
 export class Stats {
   /** `canvases`: { classes, quality, latency }, each with a data-title. */
-  constructor(form, since, until, table, canvases, status) {
-    Object.assign(this, { form, since, until, table, canvases, status, charts: {} });
+  constructor(form, since, until, table, canvases, status, quality) {
+    Object.assign(this, { form, since, until, table, canvases, status, quality, charts: {} });
     const now = new Date();
     since.value = toInput(new Date(now.getTime() - 7 * 86400000));
     form.addEventListener("submit", (event) => {
@@ -42,6 +42,10 @@ export class Stats {
       return row;
     }));
     this.draw(versions);
+    this.quality.replaceChildren(...(answer.shadow || []).map(shadowItem), ...(answer.drift || []).map(driftItem));
+    if (!this.quality.children.length) {
+      this.quality.append(el("li", "text-body-secondary", "No shadow model in this period, and no drift to measure."));
+    }
   }
 
   draw(versions) {
@@ -62,6 +66,37 @@ export class Stats {
       this.canvases[name].setAttribute("aria-label", `${this.canvases[name].dataset.title}. ${describe(chart)}`);
     }
   }
+}
+
+const pct = (x) => `${(x * 100).toFixed(1)}%`;
+const interval = (a) => (a ? `${pct(a.value)} (95%: ${pct(a.low)}–${pct(a.high)})` : "no feedback yet");
+
+/** The served version against its shadow: agreement, accuracies, and in words whether the sample concludes. */
+function shadowItem(s) {
+  const item = el("li", "shadow-comparison card card-body mb-2");
+  item.append(
+    el("strong", "", `Version ${s.served_version} (served) against version ${s.shadow_version} (shadow)`),
+    el("div", "", `${s.predictions} images seen by both; they agree on ${s.agreement === null ? "–" : pct(s.agreement)}.`),
+    el("div", "", `Accuracy on ${s.labelled} labelled: served ${interval(s.served_accuracy)}, shadow ${interval(s.shadow_accuracy)}.`),
+    el("div", `verdict ${s.conclusive ? "fw-semibold" : "text-warning-emphasis"}`, `${s.summary[0].toUpperCase()}${s.summary.slice(1)}.`),
+  );
+  if (s.disagreements.length) {
+    item.append(el("div", "text-body-secondary", `Most frequent disagreements: ${s.disagreements
+      .map((d) => `${d.served_class} → ${d.shadow_class} (${d.count})`).join(", ")}.`));
+  }
+  return item;
+}
+
+/** A version's drift, flagged when its predictions have moved since its reference window. */
+function driftItem(d) {
+  const who = `Version ${d.model_version}${d.revision ? ` (${d.revision})` : ""}`;
+  if (d.level === null) return el("li", "drift text-body-secondary", `${who}: no drift measure yet, ${d.note}.`);
+  const badge = { stable: "text-bg-success", watch: "text-bg-warning", act: "text-bg-danger" }[d.level];
+  const item = el("li", "drift mb-1");
+  item.append(el("span", `badge ${badge} me-2`, `drift: ${d.level}`), `${who}: class mix PSI ${d.class_mix_psi.toFixed(3)}, `
+    + `confidence PSI ${d.confidence_psi.toFixed(3)} (0.1 watch, 0.25 act), ${d.recent_predictions} recent predictions `
+    + `against ${d.reference_predictions} in the reference window.`);
+  return item;
 }
 
 const themeColor = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();

@@ -7,7 +7,8 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
-from function.prediction_log.queries import DriftCounts, HistoryItem, ShadowPairs, VersionStats
+from function.prediction_log.quality_queries import DriftCounts, ShadowPairs
+from function.prediction_log.queries import HistoryItem, VersionStats
 from function.prediction_log.schema import Feedback, Issued, Row, ShadowRow
 
 # An event's row is written before the event is answered, so that a redelivery to any instance finds it; a

@@ -7,7 +7,8 @@ import uuid
 from datetime import datetime, timedelta
 
 from function.prediction_log.api import LogDisabled
-from function.prediction_log.queries import DriftCounts, HistoryItem, ShadowPairs, VersionStats
+from function.prediction_log.quality_queries import DriftCounts, ShadowPairs
+from function.prediction_log.queries import HistoryItem, VersionStats
 from function.prediction_log.schema import Feedback, Issued, Row, ShadowRow
 
 log = logging.getLogger("function.prediction_log")

@@ -13,11 +13,12 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
-from function.prediction_log import queries, schema, writer
+from function.prediction_log import quality_queries, queries, schema, writer
 from function.prediction_log.api import EVENT_WRITE_TIMEOUT_S, LogUnavailable
 from function.prediction_log.claims import EventClaims
 from function.prediction_log.feedback import FeedbackWriter
-from function.prediction_log.queries import DriftCounts, HistoryItem, ShadowPairs, VersionStats
+from function.prediction_log.quality_queries import DriftCounts, ShadowPairs
+from function.prediction_log.queries import HistoryItem, VersionStats
 from function.prediction_log.schema import SHADOW_PREDICTIONS, Feedback, Issued, Row, ShadowRow
 from function.prediction_log.writer import Writer
 
@@ -109,13 +110,13 @@ class PostgresLog:
         self, since: datetime | None = None, until: datetime | None = None
     ) -> list[ShadowPairs]:
         async with self._reading() as conn:
-            return await queries.shadow_pairs(conn, since, until)
+            return await quality_queries.shadow_pairs(conn, since, until)
 
     async def drift(self, recent_since: datetime, recent_until: datetime, reference_span: timedelta,
                     reference_since: datetime | None = None,
                     reference_until: datetime | None = None) -> list[DriftCounts]:  # fmt: skip
         async with self._reading() as conn:
-            return await queries.drift_counts(conn, recent_since, recent_until, reference_span, reference_since,
+            return await quality_queries.drift_counts(conn, recent_since, recent_until, reference_span, reference_since,
                                               reference_until)  # fmt: skip
 
 

@@ -22,7 +22,7 @@ from datetime import datetime
 from function.model import registry as rest
 from function.model.registry import ModelUnavailable, Registry, RegistryDown
 from function.model.source import URI
-from function.prediction_log import queries
+from function.prediction_log import quality_queries, queries
 from function.quality.comparison import MIN_LABELLED, Comparison, from_revisions, from_shadow
 from function.quality.rollout import EXIT_CODES, MARGIN, PROMOTE, ROLLBACK, Decision, decide
 from function.settings import BadSetting, Settings
@@ -99,7 +99,7 @@ async def _compare(args, settings: Settings) -> Comparison:
     if not (args.candidate or settings.shadow_model_uri):
         raise Refused("no candidate: set SHADOW_MODEL_URI, or name it with --candidate", EXIT_USAGE)
     candidate_version = args.candidate or _version(settings, settings.shadow_model_uri, "SHADOW_MODEL_URI")
-    pairs = await _read(settings, lambda conn: queries.shadow_pairs(conn, args.since, args.until))
+    pairs = await _read(settings, lambda conn: quality_queries.shadow_pairs(conn, args.since, args.until))
     found = [p for p in pairs if p.served_version == stable_version and p.shadow_version == candidate_version]
     if not found:
         seen = ", ".join(f"{p.served_version} vs {p.shadow_version} ({p.pairs})" for p in pairs) or "none"

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from function.prediction_log.queries import ShadowPairs, VersionStats
+from function.prediction_log.quality_queries import ShadowPairs
+from function.prediction_log.queries import VersionStats
 from function.quality.intervals import Interval, paired_difference, unpaired_difference, wilson
 
 MIN_LABELLED = 100

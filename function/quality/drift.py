@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from function.prediction_log.queries import DriftCounts
+from function.prediction_log.quality_queries import DriftCounts
 from function.quality.intervals import psi, psi_level
 
 # Fewer predictions than this in either window: no index (a few images make any mix look shifted).

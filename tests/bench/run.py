@@ -65,6 +65,7 @@ ROUNDS = 3  # figures are medians over interleaved rounds: this machine's speed 
 # CPU per request: this many /predict calls one at a time, this long apart (a pod's usual load: one user, gaps).
 CPU_REQUESTS, GAP_S = 200, 0.005
 KSERVE = "0.21.0"  # KServe's Python model server, for cold start side by side
+SHADOW_SHARES = (0.1, 1.0)  # SHADOW_SAMPLE of the shadowed rows
 
 
 def main() -> int:
@@ -84,6 +85,19 @@ def main() -> int:
             "function fp32, no UI": function_command(
                 python, tracking, work, postgres.url, "onnx", WEB_UI="off"
             ),
+            # The shadow's costs (issue 20): the same fp32 version as its own shadow, for 10% and all of the images
+            **{
+                f"function fp32, shadow {share:.0%}": function_command(
+                    python,
+                    tracking,
+                    work,
+                    postgres.url,
+                    "onnx",
+                    SHADOW_MODEL_URI=f"models:/{MODEL}@onnx",
+                    SHADOW_SAMPLE=str(share),
+                )
+                for share in SHADOW_SHARES
+            },  # fmt: skip
             "function int8": function_command(python, tracking, work, postgres.url, "onnx-int8"),
             "baseline (TF)": baseline_command(keras_dir),
         }
@@ -132,8 +146,17 @@ def main() -> int:
         what = f"c={overload.CONNECTIONS}, {overload.SECONDS} s a photo"
         with console.status(f"Overload: function fp32, {what}…"):
             overloaded = overload.measure(fp32.port, fp32.process.pid, photos, multipart)
+        shadowed = running[f"function fp32, shadow {SHADOW_SHARES[-1]:.0%}"]
+        shadow_counts = {"load rounds": shadow_metrics(shadowed.port)}
+        with console.status(
+            f"Overload: function fp32 with its shadow on every image, c={overload.CONNECTIONS}…"
+        ):
+            overload.measure(shadowed.port, shadowed.process.pid, {"640x480": photos["640x480"]}, multipart)
+        after = shadow_metrics(shadowed.port)
+        shadow_counts["overload"] = {k: v - shadow_counts["load rounds"].get(k, 0) for k, v in after.items()}
         print_table({name: summarize(figures) for name, figures in samples.items()}, doors)
         overload.print_overload(overloaded, Console(width=160))
+        print_shadow({name: summarize(figures) for name, figures in samples.items()}, shadow_counts)
     finally:
         for running_server in running.values():
             running_server.stop()
@@ -535,6 +558,38 @@ def print_table(results: dict[str, dict], doors: Doors) -> None:
     for name, value in ratios.items():
         out.print(f"  {name}: {value:.2f}")
     print_doors(fp32, doors, out)
+
+
+def shadow_metrics(port: int) -> dict[str, float]:
+    """The shadow's counters from /metrics: classified, and skipped by reason."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("GET", "/metrics")
+    text = connection.getresponse().read().decode()
+    connection.close()
+    counts = {}
+    for line in text.splitlines():
+        if line.startswith("shadow_predictions_total "):
+            counts["classified"] = float(line.split()[-1])
+        elif line.startswith("shadow_skipped_total{"):
+            reason = line.split('reason="', 1)[1].split('"', 1)[0]
+            counts[f"skipped: {reason}"] = float(line.split()[-1])
+    return counts
+
+
+def print_shadow(results: dict[str, dict], counts: dict[str, dict[str, float]]) -> None:
+    """What a shadow model costs the served answers (issue 20): shadow off, on 10% and on every image."""
+    out = Console(width=160)
+    off = results["function fp32"]
+    for share in SHADOW_SHARES:
+        on = results[f"function fp32, shadow {share:.0%}"]
+        out.print(f"  shadow on {share:.0%}: req/s c=8 {on['req/s c=8']:.1f} against {off['req/s c=8']:.1f} off "
+                  f"({on['req/s c=8'] / off['req/s c=8']:.2f}), p50 640x480 c=1 {on['p50 640x480 ms']:.1f} against "
+                  f"{off['p50 640x480 ms']:.1f} ms ({on['p50 640x480 ms'] / off['p50 640x480 ms']:.2f}; target <= 1.1 "
+                  f"at 100%), peak RSS {on['peak RSS MB']:.0f} against {off['peak RSS MB']:.0f} MB, CPU a request "
+                  f"{on['CPU ms/req c=1']:.1f} against {off['CPU ms/req c=1']:.1f} ms")  # fmt: skip
+    for phase, figures in counts.items():
+        shown = ", ".join(f"{name} {value:.0f}" for name, value in sorted(figures.items()))
+        out.print(f"  shadow on every image, {phase}: {shown}")
 
 
 def print_doors(fp32: dict, doors: Doors, out: Console) -> None:
