@@ -21,12 +21,15 @@ SHADOW_MODEL_INFO = Gauge(
 SHADOW_PREDICTIONS = Counter(
     "shadow_predictions_total", "Predictions the shadow model made beside the served one"
 )
+SHADOW_SKIP_REASONS = ("sampled_out", "busy", "load", "size", "error", "no_model")
 SHADOW_SKIPPED = Counter(
     "shadow_skipped_total",
-    "Predictions the shadow model did not see: sampled out, busy (one running, one waiting), load (every worker "
+    "Predictions the shadow model did not see: sampled_out, busy (one running, one waiting), load (every worker "
     "busy), size (a tensor at the served model's size only), error, no_model (not loaded)",
     ["reason"],
 )
+for _reason in SHADOW_SKIP_REASONS:  # every series from 0, so rate() sees the first skip
+    SHADOW_SKIPPED.labels(_reason)
 DRIFT_PSI = Gauge(
     "prediction_drift_psi",
     "Population stability index of a version's predictions, the last day against its first (0.1 watch, 0.25 act); "

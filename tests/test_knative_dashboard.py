@@ -98,6 +98,9 @@ def test_every_panel_the_brief_asks_for_is_there_by_revision():
         "prediction_log_dropped_total",
         "prediction_log_rows_rejected_total",
         "model_info",
+        "shadow_predictions_total",
+        "shadow_skipped_total",
+        "prediction_drift_psi",
     }
     assert wanted <= set().union(*map(metric_names, queries))
     assert all("revision" in label_names(q) for q in queries)
@@ -113,11 +116,12 @@ def database(postgres):
 
 @pytest.fixture(scope="module")
 def exposed(database, tmp_path_factory) -> dict[str, set[str]]:
-    """Sample name -> label names, from /metrics after a prediction was served and written to the log."""
+    """Sample name -> label names, from /metrics after a prediction was served (and seen by the shadow) and
+    written to the log, and /stats read over a log with a reference day and a recent one (drift)."""
     model = tiny_onnx.build(tmp_path_factory.mktemp("model") / "tiny.onnx")
-    settings = Settings.from_env(
-        {"MODEL_URI": str(model), "DATABASE_URL": database, "K_REVISION": "fish-function-00001"}
-    )
+    settings = Settings.from_env({"MODEL_URI": str(model), "DATABASE_URL": database,
+                                  "K_REVISION": "fish-function-00001", "SHADOW_MODEL_URI": str(model)})  # fmt: skip
+    log_two_days(database)
     photo = io.BytesIO()
     Image.new("RGB", (12, 12), (200, 10, 10)).save(photo, "PNG")
     with TestClient(create_app(settings)) as client:
@@ -134,11 +138,34 @@ def exposed(database, tmp_path_factory) -> dict[str, set[str]]:
         while "prediction_log_rows_written_total 0.0" in (text := client.get("/metrics").text):
             assert time.monotonic() < deadline, "the prediction was never written to PostgreSQL"
             time.sleep(0.1)
+        assert client.get("/stats").status_code == 200  # sets the drift gauges
+        text = client.get("/metrics").text
     return {
         sample.name: set(sample.labels)
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+def log_two_days(database: str) -> None:
+    """60 predictions three days ago and 60 in the last hour: enough for a drift index."""
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    import psycopg
+
+    from function.prediction_log.schema import PREDICTIONS, migrate
+    from tests.test_function_log import make_row
+
+    async def write() -> None:
+        async with await psycopg.AsyncConnection.connect(database, autocommit=True) as conn:
+            await migrate(conn)
+            for at in (datetime.now(UTC) - timedelta(days=3), datetime.now(UTC) - timedelta(hours=1)):
+                for i in range(60):
+                    row = make_row(created_at=at + timedelta(seconds=i), revision="fish-function-00001")
+                    await conn.execute(PREDICTIONS.insert_sql, row.values())
+
+    asyncio.run(write())
 
 
 @pytest.mark.parametrize("query", dashboard_queries())
