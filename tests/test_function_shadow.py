@@ -153,6 +153,11 @@ def test_a_better_candidate_is_promoted_and_its_alias_moved(versions, tracking_u
     code, decision = rollout(env)
     assert (code, decision["decision"]) == (0, "promote"), decision
     assert decision["labelled_pairs"] >= 100 and decision["agreement"] < 0.4
+    # Drift is evidence beside the decision: the served version's first day is today, so no recent window yet
+    drift = [
+        (d["model_version"], d["reference_predictions"], d["recent_predictions"]) for d in decision["drift"]
+    ]
+    assert drift == [(swapped, 120, 0)] and "needs 50 predictions" in decision["drift"][0]["note"]
     assert decision["applied"].startswith("would move")
     code, decision = rollout(env, "--apply")
     assert code == 0 and decision["applied"].startswith("moved"), decision
@@ -291,3 +296,43 @@ def test_drift_flags_a_class_mix_that_shifts_and_not_one_that_holds(database, tm
     assert drift["2"]["reference_predictions"] == 100 and drift["2"]["recent_predictions"] == 100
     assert drift["2"]["confidence_psi"] == 0  # every row here has the same confidence
     assert 'prediction_drift_psi{distribution="class_mix",model_version="2"' in metrics_text
+
+
+def test_two_revisions_of_an_ab_split_are_compared_and_the_better_one_promoted(database, tmp_path):
+    """Two revisions on one log, each answering its own images (an A/B split): /stats compares them (unpaired),
+    and `fish-rollout --revisions` promotes the right one and prints the traffic patch it would apply."""
+    right = tiny_onnx.build(tmp_path / "right.onnx")
+    swapped = tiny_onnx.build(tmp_path / "swapped.onnx", class_names=SWAPPED)
+    for model, revision, count in (
+        (swapped, "fish-function-model-1", 130),
+        (right, "fish-function-model-2", 110),
+    ):
+        env = {"MODEL_URI": str(model), "DATABASE_URL": database, "K_REVISION": revision}
+        with TestClient(create_app(Settings.from_env(env))) as client:
+            wait_healthy(client)
+            classify_and_label(client, count)
+            deadline = time.monotonic() + 30
+            while (stats := client.get("/stats").json())["versions"][-1]["feedback_count"] < count:
+                assert time.monotonic() < deadline, stats
+                time.sleep(0.1)
+    (pair,) = stats["revisions"]
+    assert (pair["stable_revision"], pair["candidate_revision"]) == (
+        "fish-function-model-1",
+        "fish-function-model-2",
+    )
+    assert (
+        pair["conclusive"]
+        and pair["accuracy_difference"]["low"] > 0.4
+        and pair["candidate_accuracy"]["value"] == 1
+    )
+    code, decision = rollout(
+        {"DATABASE_URL": database}, "--revisions", "fish-function-model-1", "fish-function-model-2"
+    )
+    assert (code, decision["decision"]) == (0, "promote"), decision
+    assert (
+        decision["kind"] == "revisions"
+        and '"revisionName": "fish-function-model-2", "percent": 100' in decision["applied"]
+    )
+    assert decision["applied"].startswith("would run: kubectl patch ksvc fish-function")
+    code, answer = rollout({"DATABASE_URL": database}, "--revisions", "fish-function-model-1", "nope")
+    assert code == 2 and "fish-function-model-2" in answer["error"]  # names the revisions it has

@@ -42,7 +42,8 @@ export class Stats {
       return row;
     }));
     this.draw(versions);
-    this.quality.replaceChildren(...(answer.shadow || []).map(shadowItem), ...(answer.drift || []).map(driftItem));
+    this.quality.replaceChildren(...(answer.shadow || []).map(shadowItem), ...(answer.revisions || []).map(revisionItem),
+      ...(answer.drift || []).map(driftItem));
     if (!this.quality.children.length) {
       this.quality.append(el("li", "text-body-secondary", "No shadow model in this period, and no drift to measure."));
     }
@@ -84,6 +85,17 @@ function shadowItem(s) {
     item.append(el("div", "text-body-secondary", `Most frequent disagreements: ${s.disagreements
       .map((d) => `${d.served_class} → ${d.shadow_class} (${d.count})`).join(", ")}.`));
   }
+  return item;
+}
+
+/** Two revisions of an A/B split, each on its own images. */
+function revisionItem(r) {
+  const item = el("li", "revision-comparison card card-body mb-2");
+  item.append(
+    el("strong", "", `Revision ${r.stable_revision} (v${r.stable_version}) against ${r.candidate_revision} (v${r.candidate_version})`),
+    el("div", "", `Accuracy: ${interval(r.stable_accuracy)} on ${r.stable_predictions} predictions against ${interval(r.candidate_accuracy)} on ${r.candidate_predictions}.`),
+    el("div", `verdict ${r.conclusive ? "fw-semibold" : "text-warning-emphasis"}`, `${r.summary[0].toUpperCase()}${r.summary.slice(1)}.`),
+  );
   return item;
 }
 

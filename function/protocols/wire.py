@@ -220,16 +220,48 @@ class ShadowComparison(msgspec.Struct):
 
     @classmethod
     def of(cls, c: Comparison) -> ShadowComparison:
-        def accuracy(interval) -> Accuracy | None:
-            return None if interval is None else Accuracy(interval.value, interval.low, interval.high)
-
         return cls(
             c.stable.version, c.candidate.version, c.stable.predictions, c.agreement, c.labelled_pairs,
-            c.min_labelled, c.conclusive, c.summary, accuracy(c.stable.accuracy), accuracy(c.candidate.accuracy),
-            accuracy(c.difference), [Disagreement(*cell) for cell in c.disagreements], c.stable.latency_p50_ms,
+            c.min_labelled, c.conclusive, c.summary, _accuracy(c.stable.accuracy), _accuracy(c.candidate.accuracy),
+            _accuracy(c.difference), [Disagreement(*cell) for cell in c.disagreements], c.stable.latency_p50_ms,
             c.stable.latency_p95_ms, c.candidate.latency_p50_ms, c.candidate.latency_p95_ms,
             c.stable.confidence_bins, c.candidate.confidence_bins,
         )  # fmt: skip
+
+
+class RevisionComparison(msgspec.Struct):
+    """Two Knative revisions of an A/B split (knative/overlays/ab): the stable one (the most predictions) against
+    another, each on its own images, so no agreement; accuracies on feedback with Wilson 95% intervals and their
+    difference with Newcombe's unpaired interval; `conclusive` false below `min_labelled` on either side."""
+
+    stable_revision: str
+    candidate_revision: str
+    stable_version: str
+    candidate_version: str
+    stable_predictions: int
+    candidate_predictions: int
+    labelled: int  # the smaller side's labelled predictions
+    min_labelled: int
+    conclusive: bool
+    summary: str
+    stable_accuracy: Accuracy | None
+    candidate_accuracy: Accuracy | None
+    accuracy_difference: Accuracy | None  # candidate minus stable
+    stable_latency_p95_ms: float
+    candidate_latency_p95_ms: float
+
+    @classmethod
+    def of(cls, c: Comparison) -> RevisionComparison:
+        return cls(
+            c.stable.revision, c.candidate.revision, c.stable.version, c.candidate.version, c.stable.predictions,
+            c.candidate.predictions, c.labelled_pairs, c.min_labelled, c.conclusive, c.summary,
+            _accuracy(c.stable.accuracy), _accuracy(c.candidate.accuracy), _accuracy(c.difference),
+            c.stable.latency_p95_ms, c.candidate.latency_p95_ms,
+        )  # fmt: skip
+
+
+def _accuracy(interval) -> Accuracy | None:
+    return None if interval is None else Accuracy(interval.value, interval.low, interval.high)
 
 
 class DriftReport(msgspec.Struct):
@@ -258,5 +290,6 @@ class Stats(msgspec.Struct):
     until: datetime | None
     versions: list[VersionStats]
     shadow: list[ShadowComparison] = []  # served vs shadow (SHADOW_MODEL_URI) per pair of versions logged
+    revisions: list[RevisionComparison] = []  # the revision with the most predictions against each other one
     drift: list[DriftReport] = []  # per version and revision: [since, until) (default: the last day) against
     # its reference window

@@ -17,17 +17,20 @@ import shlex
 import subprocess
 import sys
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from function.model import registry as rest
 from function.model.registry import ModelUnavailable, Registry, RegistryDown
 from function.model.source import URI
 from function.prediction_log import quality_queries, queries
+from function.quality import drift
 from function.quality.comparison import MIN_LABELLED, Comparison, from_revisions, from_shadow
+from function.quality.drift import Drift
 from function.quality.rollout import EXIT_CODES, MARGIN, PROMOTE, ROLLBACK, Decision, decide
 from function.settings import BadSetting, Settings
 
 EXIT_USAGE, EXIT_UNREACHABLE = 2, 3
+DAY = timedelta(days=1)  # drift: the last day against each version's first, as /stats has it
 SERVICE = "fish-function"  # the Knative Service of knative/ (its A/B overlay names the revisions)
 
 
@@ -45,13 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env(os.environ | _overrides(args))
         comparison = asyncio.run(_compare(args, settings))
+        drifts = asyncio.run(_drift(settings, comparison))
         decision = decide(comparison, args.margin)
         applied = _apply(args, settings, comparison, decision)
     except BadSetting as exc:
         return _fail(args, str(exc), EXIT_USAGE)
     except Refused as exc:
         return _fail(args, str(exc), exc.code)
-    _report(args, comparison, decision, applied)
+    _report(args, comparison, decision, applied, drifts)
     return decision.exit_code
 
 
@@ -106,6 +110,15 @@ async def _compare(args, settings: Settings) -> Comparison:
         raise Refused(f"no shadow predictions of version {candidate_version} beside version {stable_version} "
                       f"in the log (pairs logged: {seen})", EXIT_CODES["hold"])  # fmt: skip
     return from_shadow(found[0], args.min_labelled)
+
+
+async def _drift(settings: Settings, comparison: Comparison) -> list[Drift]:
+    """The served predictions' drift of the versions compared (the last day against each one's first): evidence
+    printed beside the decision, not a rule of it (a shifted mix may be the season, not the model)."""
+    now = datetime.now(UTC)
+    counts = await _read(settings, lambda conn: quality_queries.drift_counts(conn, now - DAY, now, DAY))
+    versions = {comparison.stable.version, comparison.candidate.version}
+    return [drift.of(entry) for entry in counts if entry.model_version in versions]
 
 
 def _version(settings: Settings, uri: str, variable: str) -> str:
@@ -177,13 +190,23 @@ def _apply(args, settings: Settings, comparison: Comparison, decision: Decision)
     return f"moved {target}"
 
 
-def _report(args, comparison: Comparison, decision: Decision, applied: str | None) -> None:
+def _report(
+    args, comparison: Comparison, decision: Decision, applied: str | None, drifts: list[Drift]
+) -> None:
     if args.json:
         document = {"decision": decision.decision, "reason": decision.reason, "applied": applied,
-                    "conclusive": comparison.conclusive, **asdict(comparison)}  # fmt: skip
+                    "conclusive": comparison.conclusive, **asdict(comparison),
+                    "drift": [asdict(entry) for entry in drifts]}  # fmt: skip
         print(json.dumps(document, default=str))
         return
     print(_table(comparison))
+    for entry in drifts:
+        where = f"version {entry.model_version}" + (f" ({entry.revision})" if entry.revision else "")
+        if entry.level is None:
+            print(f"drift of {where}: {entry.note}")
+        else:
+            print(f"drift of {where}: {entry.level} (class mix PSI {entry.class_mix_psi:.3f}, confidence "
+                  f"{entry.confidence_psi:.3f}; 0.1 watch, 0.25 act)")  # fmt: skip
     print(f"\n{decision.decision.upper()}: {decision.reason}")
     if applied:
         print(applied)

@@ -79,6 +79,13 @@ def from_shadow(pairs: ShadowPairs, min_labelled: int = MIN_LABELLED) -> Compari
                       min_labelled)  # fmt: skip
 
 
+def revision_pairs(stats: list[VersionStats], min_labelled: int = MIN_LABELLED) -> list[Comparison]:
+    """An A/B split's comparisons: the revision with the most predictions (the stable one, on most of the traffic)
+    against each other revision. Rows without a revision (outside Knative) are not revisions."""
+    revisions = sorted((row for row in stats if row.revision), key=lambda row: -row.predictions)
+    return [from_revisions(revisions[0], other, min_labelled) for other in revisions[1:]]
+
+
 def from_revisions(
     stable: VersionStats, candidate: VersionStats, min_labelled: int = MIN_LABELLED
 ) -> Comparison:

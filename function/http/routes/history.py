@@ -24,11 +24,12 @@ from function.protocols.wire import (
     FeedbackRequest,
     History,
     HistoryEntry,
+    RevisionComparison,
     ShadowComparison,
     Stats,
 )
 from function.quality import drift
-from function.quality.comparison import from_shadow
+from function.quality.comparison import from_shadow, revision_pairs
 
 MAX_LIMIT = 100
 DRIFT_RECENT = timedelta(days=1)  # drift's recent window without `since`
@@ -138,4 +139,5 @@ async def stats(
     found = [drift.of(entry) for entry in counts]
     for entry in found:
         metrics.record_drift(entry.model_version, entry.revision, entry.class_mix_psi, entry.confidence_psi)
-    return Stats(since, until, versions, shadow, [DriftReport.of(entry) for entry in found])
+    revisions = [RevisionComparison.of(pair) for pair in revision_pairs(versions)]
+    return Stats(since, until, versions, shadow, revisions, [DriftReport.of(entry) for entry in found])
