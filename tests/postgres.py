@@ -91,3 +91,20 @@ def fresh_database(server_url: str, prefix: str):
     yield make_conninfo(server_url, dbname=name)
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def write_rows(url: str, rows: list) -> None:
+    """Migrate the database at `url` and insert prediction `rows` as they are (any created_at): a log with a past."""
+    import asyncio
+
+    import psycopg
+
+    from function.prediction_log.schema import PREDICTIONS, migrate
+
+    async def write() -> None:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await migrate(conn)
+            for row in rows:
+                await conn.execute(PREDICTIONS.insert_sql, row.values())
+
+    asyncio.run(write())

@@ -26,7 +26,7 @@ from function.inference.shadow import Shadow
 from function.model.slot import ModelSlot
 from function.settings import Settings
 from tests import tiny_onnx
-from tests.postgres import fresh_database
+from tests.postgres import fresh_database, write_rows
 from tests.readiness import wait_healthy
 
 COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
@@ -261,28 +261,18 @@ async def offer_six(shadow: Shadow, slot: ModelSlot, make_row) -> None:
 def test_drift_flags_a_class_mix_that_shifts_and_not_one_that_holds(database, tmp_path):
     """Two versions logged three days ago (their reference day) and in the last hour: one predicts the same
     mix now, the other far more blue. /stats' drift says stable for the first, act for the second."""
-    import asyncio
     from datetime import UTC, datetime, timedelta
 
-    import psycopg
-
-    from function.prediction_log.schema import PREDICTIONS, migrate
     from tests.test_function_log import make_row
 
     then, now = datetime.now(UTC) - timedelta(days=3), datetime.now(UTC) - timedelta(hours=1)
     mixes = {("1", then): (60, 40), ("1", now): (66, 44), ("2", then): (60, 40), ("2", now): (20, 80)}
 
-    async def log_rows() -> None:
-        async with await psycopg.AsyncConnection.connect(database, autocommit=True) as conn:
-            await migrate(conn)
-            for (version, at), (red, blue) in mixes.items():
-                for i, colour in enumerate(["red"] * red + ["blue"] * blue):
-                    row = make_row(
-                        model_version=version, predicted_class=colour, created_at=at + timedelta(seconds=i)
-                    )
-                    await conn.execute(PREDICTIONS.insert_sql, row.values())
-
-    asyncio.run(log_rows())
+    write_rows(database, [
+        make_row(model_version=version, predicted_class=colour, created_at=at + timedelta(seconds=i))
+        for (version, at), (red, blue) in mixes.items()
+        for i, colour in enumerate(["red"] * red + ["blue"] * blue)
+    ])  # fmt: skip
     model = tiny_onnx.build(tmp_path / "m.onnx")
     with TestClient(
         create_app(Settings.from_env({"MODEL_URI": str(model), "DATABASE_URL": database}))

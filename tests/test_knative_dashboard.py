@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from function.app import create_app
 from function.settings import Settings
 from tests import tiny_onnx
-from tests.postgres import fresh_database
+from tests.postgres import fresh_database, write_rows
 from tests.readiness import wait_healthy
 
 MONITORING = Path(__file__).resolve().parents[1] / "knative" / "monitoring"
@@ -149,23 +149,13 @@ def exposed(database, tmp_path_factory) -> dict[str, set[str]]:
 
 def log_two_days(database: str) -> None:
     """60 predictions three days ago and 60 in the last hour: enough for a drift index."""
-    import asyncio
     from datetime import UTC, datetime, timedelta
 
-    import psycopg
-
-    from function.prediction_log.schema import PREDICTIONS, migrate
     from tests.test_function_log import make_row
 
-    async def write() -> None:
-        async with await psycopg.AsyncConnection.connect(database, autocommit=True) as conn:
-            await migrate(conn)
-            for at in (datetime.now(UTC) - timedelta(days=3), datetime.now(UTC) - timedelta(hours=1)):
-                for i in range(60):
-                    row = make_row(created_at=at + timedelta(seconds=i), revision="fish-function-00001")
-                    await conn.execute(PREDICTIONS.insert_sql, row.values())
-
-    asyncio.run(write())
+    days = (datetime.now(UTC) - timedelta(days=3), datetime.now(UTC) - timedelta(hours=1))
+    write_rows(database, [make_row(created_at=at + timedelta(seconds=i), revision="fish-function-00001")
+                          for at in days for i in range(60)])  # fmt: skip
 
 
 @pytest.mark.parametrize("query", dashboard_queries())

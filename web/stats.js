@@ -72,6 +72,10 @@ export class Stats {
 const pct = (x) => `${(x * 100).toFixed(1)}%`;
 const interval = (a) => (a ? `${pct(a.value)} (95%: ${pct(a.low)}–${pct(a.high)})` : "no feedback yet");
 
+/** What a comparison concludes, in words; set apart when the sample is too small to conclude. */
+const verdict = (c) => el("div", `verdict ${c.conclusive ? "fw-semibold" : "text-warning-emphasis"}`,
+  `${c.summary[0].toUpperCase()}${c.summary.slice(1)}.`);
+
 /** The served version against its shadow: agreement, accuracies, and in words whether the sample concludes. */
 function shadowItem(s) {
   const item = el("li", "shadow-comparison card card-body mb-2");
@@ -79,7 +83,7 @@ function shadowItem(s) {
     el("strong", "", `Version ${s.served_version} (served) against version ${s.shadow_version} (shadow)`),
     el("div", "", `${s.predictions} images seen by both; they agree on ${s.agreement === null ? "–" : pct(s.agreement)}.`),
     el("div", "", `Accuracy on ${s.labelled} labelled: served ${interval(s.served_accuracy)}, shadow ${interval(s.shadow_accuracy)}.`),
-    el("div", `verdict ${s.conclusive ? "fw-semibold" : "text-warning-emphasis"}`, `${s.summary[0].toUpperCase()}${s.summary.slice(1)}.`),
+    verdict(s),
   );
   if (s.disagreements.length) {
     item.append(el("div", "text-body-secondary", `Most frequent disagreements: ${s.disagreements
@@ -94,7 +98,7 @@ function revisionItem(r) {
   item.append(
     el("strong", "", `Revision ${r.stable_revision} (v${r.stable_version}) against ${r.candidate_revision} (v${r.candidate_version})`),
     el("div", "", `Accuracy: ${interval(r.stable_accuracy)} on ${r.stable_predictions} predictions against ${interval(r.candidate_accuracy)} on ${r.candidate_predictions}.`),
-    el("div", `verdict ${r.conclusive ? "fw-semibold" : "text-warning-emphasis"}`, `${r.summary[0].toUpperCase()}${r.summary.slice(1)}.`),
+    verdict(r),
   );
   return item;
 }

@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env(os.environ | _overrides(args))
-        comparison = asyncio.run(_compare(args, settings))
-        drifts = asyncio.run(_drift(settings, comparison))
+        versions = _versions(args, settings)
+        comparison, drifts = asyncio.run(_read(settings, lambda conn: _evidence(args, conn, versions)))
         decision = decide(comparison, args.margin)
         applied = _apply(args, settings, comparison, decision)
     except BadSetting as exc:
@@ -92,18 +92,33 @@ def _overrides(args) -> dict[str, str]:
     return {key: value for key, value in named.items() if value}
 
 
-async def _compare(args, settings: Settings) -> Comparison:
+def _versions(args, settings: Settings) -> tuple[str, str] | None:
+    """(stable, candidate) versions of a shadow comparison, from the flags or resolved in the registry; None for
+    revisions. Checked before the log is opened, so a setting that cannot be used is said first."""
     if not settings.database_url:
         raise Refused("no prediction log: set DATABASE_URL (or --database-url)", EXIT_USAGE)
     if args.revisions:
-        stats = await _read(settings, lambda conn: queries.stats(conn, args.since, args.until))
-        stable, candidate = (_revision(stats, name) for name in args.revisions)
-        return from_revisions(stable, candidate, args.min_labelled)
-    stable_version = args.stable or _version(settings, settings.model_uri, "MODEL_URI")
+        return None
+    stable = args.stable or _version(settings, settings.model_uri, "MODEL_URI")
     if not (args.candidate or settings.shadow_model_uri):
         raise Refused("no candidate: set SHADOW_MODEL_URI, or name it with --candidate", EXIT_USAGE)
-    candidate_version = args.candidate or _version(settings, settings.shadow_model_uri, "SHADOW_MODEL_URI")
-    pairs = await _read(settings, lambda conn: quality_queries.shadow_pairs(conn, args.since, args.until))
+    return stable, args.candidate or _version(settings, settings.shadow_model_uri, "SHADOW_MODEL_URI")
+
+
+async def _evidence(args, conn, versions: tuple[str, str] | None) -> tuple[Comparison, list[Drift]]:
+    """The comparison, and the drift of the versions compared, over one connection."""
+    if versions is None:
+        stats = await queries.stats(conn, args.since, args.until)
+        stable, candidate = (_revision(stats, name) for name in args.revisions)
+        comparison = from_revisions(stable, candidate, args.min_labelled)
+    else:
+        comparison = _shadow(
+            args, await quality_queries.shadow_pairs(conn, args.since, args.until), *versions
+        )
+    return comparison, await _drift(conn, comparison)
+
+
+def _shadow(args, pairs: list, stable_version: str, candidate_version: str) -> Comparison:
     found = [p for p in pairs if p.served_version == stable_version and p.shadow_version == candidate_version]
     if not found:
         seen = ", ".join(f"{p.served_version} vs {p.shadow_version} ({p.pairs})" for p in pairs) or "none"
@@ -112,11 +127,11 @@ async def _compare(args, settings: Settings) -> Comparison:
     return from_shadow(found[0], args.min_labelled)
 
 
-async def _drift(settings: Settings, comparison: Comparison) -> list[Drift]:
+async def _drift(conn, comparison: Comparison) -> list[Drift]:
     """The served predictions' drift of the versions compared (the last day against each one's first): evidence
     printed beside the decision, not a rule of it (a shifted mix may be the season, not the model)."""
     now = datetime.now(UTC)
-    counts = await _read(settings, lambda conn: quality_queries.drift_counts(conn, now - DAY, now, DAY))
+    counts = await quality_queries.drift_counts(conn, now - DAY, now, DAY)
     versions = {comparison.stable.version, comparison.candidate.version}
     return [drift.of(entry) for entry in counts if entry.model_version in versions]
 
@@ -147,6 +162,7 @@ def _revision(stats: list, name: str):
 
 
 async def _read(settings: Settings, query):
+    """`query(conn)` on one connection to the log; what the database says, as a Refused."""
     import psycopg
 
     try:
